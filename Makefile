@@ -1,0 +1,34 @@
+# The README's commands. `make pipeline` and `make test` each create the environment first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+UV_VERSION := 0.13.9
+export PATH := $(BIN):$(PATH)
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: setup pipeline test test-all lint params benchmark
+
+# The environment, rebuilt whenever pyproject.toml or uv.lock changes.
+$(VENV)/.synced: pyproject.toml uv.lock
+	test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet uv==$(UV_VERSION); }
+	$(BIN)/uv sync --frozen --python $(BIN)/python
+	touch $@
+
+setup: $(VENV)/.synced
+
+pipeline: setup  ## Run the whole pipeline on the default config (digits, offline).
+	dvc repro
+
+test: setup lint  ## Fast and end-to-end tests (skips the minutes-long `slow` ones).
+	pytest -m "not slow"
+
+test-all: setup lint  ## Everything, including real-MNIST training.
+	pytest
+
+lint: setup
+	ruff check .
+	ruff format --check .
+	mypy
+
+params: setup  ## Recompose params.yaml from conf/ (after editing conf/).
+	cnn-pipeline params

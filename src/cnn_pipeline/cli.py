@@ -1,0 +1,140 @@
+"""`cnn-pipeline`: one subcommand per DVC stage, plus `params` to compose params.yaml.
+
+Each subcommand validates the params.yaml sections it reads before importing anything heavy
+(TensorFlow takes 5-15 s to import), so a typo fails in a second with one line, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cnn_pipeline import config, paths
+from cnn_pipeline.errors import UserError
+
+logger = logging.getLogger("cnn_pipeline")
+
+# Sections of params.yaml logged as the MLflow run's parameters: what defines the trained model.
+# data.mirrors is left out: checksums, not the mirror, define the data.
+LOGGED_SECTIONS = ("data", "model", "train")
+
+
+def _download(params: dict[str, Any], workdir: Path) -> None:
+    data_config = config.data_config(params)
+    from cnn_pipeline.stages import download
+
+    download.run(data_config, workdir / paths.RAW_DIR)
+
+
+def _preprocess(params: dict[str, Any], workdir: Path) -> None:
+    data_config = config.data_config(params)
+    from cnn_pipeline.stages import preprocess
+
+    preprocess.run(data_config, workdir / paths.RAW_DIR, workdir / paths.PREPARED_DIR)
+
+
+def _train(params: dict[str, Any], workdir: Path) -> None:
+    data_config = config.data_config(params)
+    model_config = config.model_config(params)
+    train_config = config.train_config(params)
+    mlflow_config = config.mlflow_config(params)
+    logged = {
+        "data": data_config.model_dump(exclude={"mirrors"}),
+        "model": model_config.model_dump(),
+        "train": train_config.model_dump(),
+    }
+    from cnn_pipeline.stages import train
+    from cnn_pipeline.tracking import TrackingContext
+
+    train.run(
+        model_config,
+        train_config,
+        mlflow_config,
+        logged,
+        TrackingContext.from_environment(workdir),
+        workdir,
+    )
+
+
+def _evaluate(params: dict[str, Any], workdir: Path) -> None:
+    evaluate_config = config.evaluate_config(params)
+    from cnn_pipeline.stages import evaluate
+    from cnn_pipeline.tracking import TrackingContext
+
+    evaluate.run(evaluate_config, TrackingContext.from_environment(workdir), workdir)
+
+
+STAGES: dict[str, tuple[Callable[[dict[str, Any], Path], None], str]] = {
+    "download": (_download, "write the configured dataset's raw files to data/raw/"),
+    "preprocess": (
+        _preprocess,
+        "split data/raw/ into train/validation/test arrays in data/prepared/",
+    ),
+    "train": (_train, "train the configured CNN, save models/model.keras, log an MLflow run"),
+    "evaluate": (_evaluate, "test the model on the test set; write metrics/ and log to MLflow"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cnn-pipeline",
+        description="Stages of the CNN pipeline (dvc.yaml runs them) and params composition.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in STAGES.items():
+        stage = commands.add_parser(name, help=help_text, description=help_text)
+        stage.add_argument(
+            "--params",
+            type=Path,
+            default=paths.PARAMS_FILE,
+            help="params file to read (default: %(default)s)",
+        )
+    compose = commands.add_parser(
+        "params",
+        help="compose conf/ into params.yaml, as `dvc exp run` does",
+        description="Compose conf/ with Hydra overrides (e.g. data=mnist train.epochs=5) into "
+        "params.yaml, exactly as `dvc exp run -S ...` would; then `dvc repro` uses it.",
+    )
+    compose.add_argument("overrides", nargs="*", help="Hydra overrides such as data=mnist")
+    compose.add_argument("--config-dir", type=Path, default=paths.CONFIG_DIR)
+    compose.add_argument("--output", type=Path, default=paths.PARAMS_FILE)
+    return parser
+
+
+def _compose(arguments: argparse.Namespace) -> None:
+    from cnn_pipeline.atomic import atomic_path
+    from cnn_pipeline.compose import compose_params
+
+    text = compose_params(arguments.config_dir, arguments.overrides)
+    with atomic_path(arguments.output) as staged:
+        staged.write_text(text, encoding="utf-8")
+    logger.info(
+        "wrote %s from %s %s", arguments.output, arguments.config_dir, " ".join(arguments.overrides)
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format=f"[{arguments.command}] %(message)s", stream=sys.stderr
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ start-up notices
+    try:
+        if arguments.command == "params":
+            _compose(arguments)
+        else:
+            stage, _ = STAGES[arguments.command]
+            stage(config.read_params(arguments.params), Path.cwd())
+    except UserError as error:
+        print(f"cnn-pipeline {arguments.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Typed views of params.yaml, one per section, validated before any heavy work.
+
+Each stage reads only the sections it needs. A wrong value raises `UserError` with one line
+that names the key, the value given and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from cnn_pipeline.errors import UserError
+
+DatasetName = Literal["digits", "mnist"]
+DATASETS_WITH_OWN_TEST_SET: frozenset[str] = frozenset({"mnist"})
+
+
+class _Section(BaseModel):
+    # strict: "0.01" (a string) is not a number; forbid: a typo such as `lerning_rate` is an error.
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class DataConfig(_Section):
+    name: DatasetName
+    mirrors: list[str]
+    test_fraction: Fraction | None
+    validation_fraction: Fraction
+    split_seed: Annotated[int, Field(ge=0)]
+
+    def check_test_split(self) -> None:
+        has_own_test_set = self.name in DATASETS_WITH_OWN_TEST_SET
+        if has_own_test_set and self.test_fraction is not None:
+            raise UserError(
+                f"params.yaml: data.test_fraction = {self.test_fraction!r} is not allowed for "
+                f"data.name = {self.name!r}, which ships its own test set: set it to null"
+            )
+        if not has_own_test_set and self.test_fraction is None:
+            raise UserError(
+                f"params.yaml: data.test_fraction = null is not allowed for data.name = "
+                f"{self.name!r}, which has no official test set: give a fraction between 0 and 1"
+            )
+
+
+class SimpleCnnConfig(_Section):
+    name: Literal["simple_cnn"]
+    min_input_size: PositiveInt | None
+    filters: Annotated[list[PositiveInt], Field(min_length=1)]
+    kernel_size: PositiveInt
+    padding: Literal["valid", "same"]
+    batch_norm: bool
+    dropout_rate: Annotated[float, Field(ge=0, lt=1)]
+
+
+class LeNet5Config(_Section):
+    name: Literal["lenet5"]
+    min_input_size: PositiveInt | None
+    activation: Literal["relu", "tanh"]
+    pooling: Literal["max", "average"]
+    dropout_rate: Annotated[float, Field(ge=0, lt=1)]
+
+
+ModelConfig = Annotated[SimpleCnnConfig | LeNet5Config, Field(discriminator="name")]
+MODEL_NAMES: tuple[str, ...] = tuple(
+    member.model_fields["name"].annotation.__args__[0]  # type: ignore[union-attr]
+    for member in (SimpleCnnConfig, LeNet5Config)
+)
+
+
+class TrainConfig(_Section):
+    optimizer: Literal["adam", "sgd", "rmsprop"]
+    learning_rate: Annotated[float, Field(gt=0)]
+    batch_size: PositiveInt
+    epochs: PositiveInt
+    seed: Annotated[int, Field(ge=0)]
+    loss: Literal["categorical_crossentropy", "mean_squared_error"]
+
+
+class EvaluateConfig(_Section):
+    batch_size: PositiveInt
+    confusion_normalize: bool
+
+
+class MlflowConfig(_Section):
+    experiment_name: Annotated[str, Field(min_length=1)]
+    registered_model_name: Annotated[str, Field(min_length=1)]
+
+
+def read_params(params_file: Path) -> dict[str, Any]:
+    """Read params.yaml as a plain mapping, with a clear error if it is missing or not YAML."""
+    try:
+        text = params_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(
+            f"{params_file} not found: run from the repository root, or compose one with "
+            "`cnn-pipeline params`"
+        ) from None
+    try:
+        params = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise UserError(f"{params_file} is not valid YAML: {error}".replace("\n", " ")) from None
+    if not isinstance(params, dict):
+        raise UserError(f"{params_file} must be a mapping of sections, got {type(params).__name__}")
+    return params
+
+
+def _section(params: dict[str, Any], name: str) -> Any:
+    if name not in params:
+        raise UserError(
+            f"params.yaml has no '{name}' section: recompose it with `cnn-pipeline params`"
+        )
+    return params[name]
+
+
+def _describe(error: ValidationError, prefix: str) -> str:
+    """Turn pydantic's first complaint into one line: key, value given, what is allowed."""
+    detail = error.errors(include_url=False)[0]
+    location = [str(part) for part in detail["loc"]]
+    # A tagged union adds the tag ("simple_cnn") to the location; the user never wrote it.
+    if prefix == "model" and location and location[0] in MODEL_NAMES:
+        location = location[1:]
+    key = ".".join([prefix, *location]) if location else prefix
+    if detail["type"] == "extra_forbidden":
+        return f"params.yaml: unknown key {key} (is it a typo?): remove it or fix its name"
+    if detail["type"] == "missing":
+        return f"params.yaml: {key} is missing: recompose params.yaml with `cnn-pipeline params`"
+    given = detail.get("input")
+    message = detail["msg"]
+    if detail["type"] == "union_tag_not_found":
+        return f"params.yaml: {prefix}.name is missing: name one of the files in conf/{prefix}/"
+    if detail["type"] == "union_tag_invalid":
+        key, given = f"{prefix}.name", detail["ctx"]["tag"]
+        message = f"Input should be one of {detail['ctx']['expected_tags']}"
+    return f"params.yaml: {key} = {given!r} is invalid: {message}"
+
+
+SectionT = TypeVar("SectionT")
+
+
+def _validate(adapter: TypeAdapter[SectionT], value: Any, prefix: str) -> SectionT:
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as error:
+        raise UserError(_describe(error, prefix)) from None
+
+
+def data_config(params: dict[str, Any]) -> DataConfig:
+    config = _validate(TypeAdapter(DataConfig), _section(params, "data"), "data")
+    config.check_test_split()
+    return config
+
+
+def model_config(params: dict[str, Any]) -> SimpleCnnConfig | LeNet5Config:
+    adapter: TypeAdapter[SimpleCnnConfig | LeNet5Config] = TypeAdapter(ModelConfig)
+    return _validate(adapter, _section(params, "model"), "model")
+
+
+def train_config(params: dict[str, Any]) -> TrainConfig:
+    return _validate(TypeAdapter(TrainConfig), _section(params, "train"), "train")
+
+
+def evaluate_config(params: dict[str, Any]) -> EvaluateConfig:
+    return _validate(TypeAdapter(EvaluateConfig), _section(params, "evaluate"), "evaluate")
+
+
+def mlflow_config(params: dict[str, Any]) -> MlflowConfig:
+    return _validate(TypeAdapter(MlflowConfig), _section(params, "mlflow"), "mlflow")

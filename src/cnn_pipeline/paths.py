@@ -1,0 +1,23 @@
+"""Where each stage reads and writes, relative to the repository root.
+
+dvc.yaml names the same paths as stage deps and outs; tests/test_layout.py keeps them in sync.
+"""
+
+from pathlib import Path
+
+PARAMS_FILE = Path("params.yaml")
+CONFIG_DIR = Path("conf")
+
+RAW_DIR = Path("data/raw")  # download writes the dataset here as the source publishes it
+PREPARED_DIR = Path("data/prepared")  # preprocess writes train/validation/test arrays here
+MODEL_FILE = Path("models/model.keras")  # the trained network, ready for `keras.saving.load_model`
+CHECKPOINT_DIR = Path("models/checkpoints")  # one model file per epoch
+RUN_FILE = Path("models/mlflow_run.json")  # the MLflow run train created; evaluate logs to it
+TRAIN_METRICS_FILE = Path("metrics/train.json")
+HISTORY_FILE = Path("metrics/train_history.csv")  # per-epoch loss and accuracy, a DVC plot
+TEST_METRICS_FILE = Path("metrics/evaluate.json")
+PREDICTIONS_FILE = Path("metrics/test_predictions.csv")  # actual,predicted rows: DVC confusion plot
+CONFUSION_PNG = Path("metrics/confusion_matrix.png")
+
+MLFLOW_DB_FILE = Path("mlflow.db")  # `mlflow ui` in the repository root opens this by default
+MLFLOW_ARTIFACT_DIR = Path("mlartifacts")

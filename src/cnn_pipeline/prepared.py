@@ -1,0 +1,71 @@
+"""The prepared dataset: the contract between preprocess and the stages that train and test.
+
+`data/prepared/` holds one uncompressed .npz per split (uint8 images NHWC, uint8 labels;
+loaded without pickle) and `dataset.json` with class names, shapes and per-split counts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnn_pipeline.errors import UserError
+
+SPLITS = ("train", "validation", "test")
+INFO_FILE = "dataset.json"
+
+
+@dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # uint8, (N, height, width, channels), 0-255
+    labels: np.ndarray  # uint8 class indices, (N,)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]  # (height, width, channels)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def write_split(directory: Path, split_name: str, split: Split) -> None:
+    np.savez(directory / f"{split_name}.npz", images=split.images, labels=split.labels)
+
+
+def load_split(prepared_dir: Path, split_name: str) -> Split:
+    path = prepared_dir / f"{split_name}.npz"
+    if not path.is_file():
+        raise UserError(f"{path} is missing: run `dvc repro preprocess` first")
+    with np.load(path, allow_pickle=False) as arrays:
+        return Split(images=arrays["images"], labels=arrays["labels"])
+
+
+def write_info(directory: Path, info: DatasetInfo, stats: dict[str, Any]) -> None:
+    document = {
+        "name": info.name,
+        "class_names": list(info.class_names),
+        "image_shape": list(info.image_shape),
+        **stats,
+    }
+    (directory / INFO_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+
+
+def load_info(prepared_dir: Path) -> DatasetInfo:
+    path = prepared_dir / INFO_FILE
+    if not path.is_file():
+        raise UserError(f"{path} is missing: run `dvc repro preprocess` first")
+    document = json.loads(path.read_text(encoding="utf-8"))
+    height, width, channels = document["image_shape"]
+    return DatasetInfo(
+        name=document["name"],
+        class_names=tuple(document["class_names"]),
+        image_shape=(height, width, channels),
+    )

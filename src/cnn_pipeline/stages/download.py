@@ -1,0 +1,19 @@
+"""Download stage: write the configured dataset's raw files into data/raw/."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from cnn_pipeline import datasets
+from cnn_pipeline.atomic import atomic_path
+from cnn_pipeline.config import DataConfig
+
+logger = logging.getLogger(__name__)
+
+
+def run(config: DataConfig, raw_dir: Path) -> None:
+    # The whole folder appears at once: a failed mirror or a bad checksum leaves no partial data.
+    with atomic_path(raw_dir) as staged:
+        datasets.fetch(config, staged)
+    logger.info("%s raw files in %s", config.name, raw_dir)

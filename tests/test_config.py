@@ -1,0 +1,177 @@
+"""Config composition and validation: conf/ and params.yaml agree; bad values fail clearly."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import REPO_ROOT, run_command
+
+from cnn_pipeline import config
+from cnn_pipeline.compose import compose_params
+from cnn_pipeline.errors import UserError
+
+
+@pytest.fixture
+def params() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    return loaded
+
+
+def test_committed_params_are_the_composition_of_conf_defaults() -> None:
+    composed = compose_params(REPO_ROOT / "conf", [])
+    assert (REPO_ROOT / "params.yaml").read_text() == composed, (
+        "params.yaml is out of sync with conf/: run `make params` and commit the result"
+    )
+
+
+def test_group_overrides_swap_the_whole_group() -> None:
+    composed = yaml.safe_load(
+        compose_params(REPO_ROOT / "conf", ["data=mnist", "model=lenet5", "train.epochs=3"])
+    )
+    assert composed["data"]["name"] == "mnist"
+    assert composed["data"]["test_fraction"] is None
+    assert composed["model"]["name"] == "lenet5"
+    assert "filters" not in composed["model"]
+    assert composed["train"]["epochs"] == 3
+    config.data_config(composed)
+    config.model_config(composed)
+
+
+def test_unknown_group_option_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="data=cifar"):
+        compose_params(REPO_ROOT / "conf", ["data=cifar"])
+
+
+def test_every_config_value_has_a_comment() -> None:
+    value_line = re.compile(r"^\s*[A-Za-z_]+:\s*[^\s#]")  # a key with a value, not a section
+    for path in (REPO_ROOT / "conf").rglob("*.yaml"):
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if value_line.match(line):
+                assert "#" in line, f"{path.relative_to(REPO_ROOT)}:{number} has no comment: {line}"
+
+
+def test_default_params_validate(params: dict[str, Any]) -> None:
+    assert config.data_config(params).name == "digits"
+    assert config.model_config(params).name == "simple_cnn"
+    assert config.train_config(params).learning_rate > 0
+    config.evaluate_config(params)
+    config.mlflow_config(params)
+
+
+BAD_VALUES = [
+    (
+        "data",
+        "name",
+        "cifar",
+        "data.name = 'cifar' is invalid: Input should be 'digits' or 'mnist'",
+    ),
+    (
+        "model",
+        "name",
+        "vgg",
+        "model.name = 'vgg' is invalid: Input should be one of 'simple_cnn', 'lenet5'",
+    ),
+    (
+        "train",
+        "learning_rate",
+        0,
+        "train.learning_rate = 0 is invalid: Input should be greater than 0",
+    ),
+    ("train", "learning_rate", -0.01, "train.learning_rate = -0.01 is invalid"),
+    ("train", "epochs", 0, "train.epochs = 0 is invalid: Input should be greater than 0"),
+    (
+        "train",
+        "batch_size",
+        -32,
+        "train.batch_size = -32 is invalid: Input should be greater than 0",
+    ),
+    (
+        "train",
+        "learning_rate",
+        "0.01",
+        "train.learning_rate = '0.01' is invalid: Input should be a valid number",
+    ),
+    ("train", "epochs", "ten", "train.epochs = 'ten' is invalid: Input should be a valid integer"),
+    ("train", "lerning_rate", 0.01, "unknown key train.lerning_rate"),
+    (
+        "train",
+        "optimizer",
+        "adamw",
+        "train.optimizer = 'adamw' is invalid: Input should be 'adam', 'sgd' or 'rmsprop'",
+    ),
+    ("train", "loss", "hinge", "train.loss = 'hinge' is invalid"),
+    (
+        "model",
+        "dropout_rate",
+        1.5,
+        "model.dropout_rate = 1.5 is invalid: Input should be less than 1",
+    ),
+    (
+        "data",
+        "test_fraction",
+        None,
+        "data.test_fraction = null is not allowed for data.name = 'digits'",
+    ),
+    ("evaluate", "batch_size", 0, "evaluate.batch_size = 0 is invalid"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value", "message"), BAD_VALUES)
+def test_bad_values_name_the_key_the_value_and_what_is_allowed(
+    params: dict[str, Any], section: str, key: str, value: object, message: str
+) -> None:
+    bad = copy.deepcopy(params)
+    bad[section][key] = value
+    readers = {
+        "data": config.data_config,
+        "model": config.model_config,
+        "train": config.train_config,
+        "evaluate": config.evaluate_config,
+    }
+    with pytest.raises(UserError) as raised:
+        readers[section](bad)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("stage", "section", "key", "value"),
+    [
+        ("train", "train", "learning_rate", -1.0),
+        ("train", "model", "name", "resnet"),
+        ("preprocess", "data", "validation_fraction", 0),
+        ("download", "data", "name", "imagenet"),
+        ("evaluate", "evaluate", "batch_sise", 64),
+    ],
+)
+def test_stage_rejects_bad_params_in_one_line_and_leaves_outputs_untouched(
+    tmp_path: Path, params: dict[str, Any], stage: str, section: str, key: str, value: object
+) -> None:
+    bad = copy.deepcopy(params)
+    bad[section][key] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
+    earlier_output = tmp_path / "data" / "prepared" / "dataset.json"
+    earlier_output.parent.mkdir(parents=True)
+    earlier_output.write_text("earlier")
+
+    result = run_command(["cnn-pipeline", stage], tmp_path, check=False)
+
+    assert result.returncode == 2
+    error_lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert error_lines == [error_lines[0]], result.stderr
+    assert f"{section}.{key}" in error_lines[0]
+    assert "Traceback" not in result.stderr
+    assert earlier_output.read_text() == "earlier"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["data", "params.yaml"]
+
+
+def test_missing_params_file_says_how_to_make_one(tmp_path: Path) -> None:
+    result = run_command(["cnn-pipeline", "train"], tmp_path, check=False)
+    assert result.returncode == 2
+    assert "params.yaml not found" in result.stderr
+    assert "cnn-pipeline params" in result.stderr

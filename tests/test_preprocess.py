@@ -1,0 +1,76 @@
+"""Preprocess: stratified seeded splits, uint8 arrays, and no heavy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from conftest import REPO_ROOT
+
+from cnn_pipeline.config import DataConfig
+from cnn_pipeline.prepared import load_info, load_split
+from cnn_pipeline.stages import download, preprocess
+
+DIGITS = DataConfig(
+    name="digits", mirrors=[], test_fraction=0.2, validation_fraction=0.1, split_seed=0
+)
+
+
+def test_stratified_split_keeps_class_shares() -> None:
+    labels = np.repeat(np.arange(3), [100, 50, 10])
+    kept, held_out = preprocess.stratified_split(labels, 0.2, np.random.default_rng(0))
+    assert np.bincount(labels[held_out]).tolist() == [20, 10, 2]
+    assert np.intersect1d(kept, held_out).size == 0
+    assert kept.size + held_out.size == labels.size
+
+
+def test_digits_splits_are_disjoint_seeded_and_uint8(tmp_path: Path) -> None:
+    download.run(DIGITS, tmp_path / "raw")
+    first = preprocess.run(DIGITS, tmp_path / "raw", tmp_path / "prepared")
+    again = preprocess.run(DIGITS, tmp_path / "raw", tmp_path / "prepared-again")
+
+    sizes = {name: len(split.labels) for name, split in first.items()}
+    assert sizes == {"train": 1295, "validation": 143, "test": 359}
+    for name, split in first.items():
+        loaded = load_split(tmp_path / "prepared", name)
+        assert loaded.images.dtype == np.uint8 and loaded.labels.dtype == np.uint8
+        np.testing.assert_array_equal(loaded.images, split.images)
+        np.testing.assert_array_equal(loaded.labels, split.labels)
+        np.testing.assert_array_equal(again[name].images, split.images)  # same seed, same split
+    assert sum(sizes.values()) == 1797  # every image in exactly one split
+    info = load_info(tmp_path / "prepared")
+    assert info.image_shape == (8, 8, 1)
+    assert info.class_names == tuple("0123456789")
+
+
+def test_mnist_keeps_its_own_test_set(tmp_path: Path, mnist_dir: Path) -> None:
+    config = DataConfig(
+        name="mnist", mirrors=[], test_fraction=None, validation_fraction=0.1, split_seed=0
+    )
+    splits = preprocess.run(config, mnist_dir, tmp_path / "prepared")
+    sizes = {name: len(split.labels) for name, split in splits.items()}
+    assert sizes["test"] == 10000
+    assert sizes["train"] + sizes["validation"] == 60000
+    # 10% of each class, rounded per class: 6,000 give or take a few.
+    assert abs(sizes["validation"] - 6000) <= 5
+
+
+def test_data_stages_do_not_import_tensorflow_or_sklearn(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text((REPO_ROOT / "params.yaml").read_text())
+    probe = (
+        "import sys; sys.argv = ['cnn-pipeline', '{stage}'];"
+        "from cnn_pipeline.cli import main; code = main();"
+        "heavy = ('tensorflow', 'keras', 'sklearn', 'mlflow');"
+        "print(sorted(m for m in heavy if m in sys.modules)); sys.exit(code)"
+    )
+    for stage in ("download", "preprocess"):
+        result = subprocess.run(
+            [sys.executable, "-c", probe.format(stage=stage)],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert result.stdout.strip() == "[]", (stage, result.stdout, result.stderr)

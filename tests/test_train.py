@@ -1,0 +1,91 @@
+"""Training and evaluation in-process: reproducibility and the records they leave."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cnn_pipeline.config import (
+    DataConfig,
+    EvaluateConfig,
+    MlflowConfig,
+    SimpleCnnConfig,
+    TrainConfig,
+)
+from cnn_pipeline.stages import download, evaluate, preprocess, train
+from cnn_pipeline.tracking import TrackingContext
+
+MODEL = SimpleCnnConfig(
+    name="simple_cnn",
+    min_input_size=None,
+    filters=[8, 16],
+    kernel_size=3,
+    padding="same",
+    batch_norm=True,
+    dropout_rate=0.5,
+)
+TRAIN = TrainConfig(
+    optimizer="adam",
+    learning_rate=0.003,
+    batch_size=64,
+    epochs=2,
+    seed=7,
+    loss="categorical_crossentropy",
+)
+
+
+@pytest.fixture(scope="module")
+def prepared_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workdir = tmp_path_factory.mktemp("prepared")
+    data = DataConfig(
+        name="digits", mirrors=[], test_fraction=0.2, validation_fraction=0.1, split_seed=0
+    )
+    download.run(data, workdir / "data/raw")
+    preprocess.run(data, workdir / "data/raw", workdir / "data/prepared")
+    return workdir
+
+
+def train_and_evaluate(source: Path, workdir: Path, train_config: TrainConfig) -> dict[str, object]:
+    shutil.copytree(source / "data", workdir / "data")
+    context = TrackingContext(
+        repo_root=workdir,
+        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}",
+        dvc_experiment=None,
+        baseline_commit=None,
+    )
+    train.run(
+        MODEL,
+        train_config,
+        MlflowConfig(experiment_name="test", registered_model_name="m"),
+        {"train": train_config.model_dump()},
+        context,
+        workdir,
+    )
+    evaluation = evaluate.run(
+        EvaluateConfig(batch_size=128, confusion_normalize=True), context, workdir
+    )
+    return evaluation.metrics
+
+
+def test_same_params_and_seed_give_the_same_test_metrics(
+    prepared_workdir: Path, tmp_path: Path
+) -> None:
+    first = train_and_evaluate(prepared_workdir, tmp_path / "first", TRAIN)
+    second = train_and_evaluate(prepared_workdir, tmp_path / "second", TRAIN)
+    assert first == second
+    other_seed = train_and_evaluate(
+        prepared_workdir, tmp_path / "other", TRAIN.model_copy(update={"seed": 8})
+    )
+    assert other_seed["test_loss"] != first["test_loss"]
+
+
+def test_mean_squared_error_loss_trains_on_the_softmax_output(
+    prepared_workdir: Path, tmp_path: Path
+) -> None:
+    metrics = train_and_evaluate(
+        prepared_workdir, tmp_path, TRAIN.model_copy(update={"loss": "mean_squared_error"})
+    )
+    # MSE between a softmax and a one-hot target is at most 2/num_classes = 0.2.
+    assert 0 < float(metrics["test_loss"]) < 0.2  # type: ignore[arg-type]
