@@ -8,10 +8,12 @@ export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: setup pipeline test test-all lint params benchmark
 
-# The environment, rebuilt whenever pyproject.toml or uv.lock changes.
+# The environment, rebuilt whenever pyproject.toml or uv.lock changes. Bytecode is compiled at
+# install time: where PYTHONDONTWRITEBYTECODE is set, each TensorFlow import would otherwise
+# recompile it (17 s instead of 6 s here).
 $(VENV)/.synced: pyproject.toml uv.lock
 	test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet uv==$(UV_VERSION); }
-	$(BIN)/uv sync --frozen --python $(BIN)/python
+	$(BIN)/uv sync --frozen --compile-bytecode --python $(BIN)/python
 	touch $@
 
 setup: $(VENV)/.synced

@@ -33,7 +33,13 @@ def test_stage_outputs_match_the_paths_module() -> None:
         )
     }
     assert produced["evaluate"] == {
-        str(path) for path in (paths.TEST_METRICS_FILE, paths.PREDICTIONS_FILE, paths.CONFUSION_PNG)
+        str(path)
+        for path in (
+            paths.TEST_METRICS_FILE,
+            paths.PER_CLASS_FILE,
+            paths.PREDICTIONS_FILE,
+            paths.CONFUSION_PNG,
+        )
     }
     # Every stage's own module is one of its dependencies, so editing it re-runs the stage.
     for name, stage in stages.items():

@@ -49,7 +49,9 @@ def test_repro_writes_model_metrics_and_plots(repo: Path) -> None:
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
     assert metrics["test_images"] == 359
     assert 0.5 < metrics["test_accuracy"] <= 1.0
-    assert set(metrics["per_class"]) == set("0123456789")
+    per_class = json.loads((repo / "metrics/per_class.json").read_text())
+    assert set(per_class) == set("0123456789")
+    assert set(per_class["7"]) == {"precision", "recall", "f1-score"}
     history = (repo / "metrics/train_history.csv").read_text().splitlines()
     assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy"
     assert len(history) == 3  # header and 2 epochs
@@ -110,18 +112,18 @@ def test_exp_run_composes_conf_and_reruns_only_training(repo: Path) -> None:
             "-S",
             "train.epochs=1",
             "-S",
-            "train.learning_rate=0.002",
+            "train.learning_rate=0.005",
         ],
         repo,
     )
     assert running_stages(result.stdout) == ["train", "evaluate"]
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    assert params["train"]["learning_rate"] == 0.002
+    assert params["train"]["learning_rate"] == 0.005
     assert params["evaluate"]["batch_size"] == 512  # recomposed from conf/, the hand edit is gone
 
     client = mlflow_client(repo)
     experiment = client.get_experiment_by_name("cnn-pipeline")
     runs = client.search_runs([experiment.experiment_id], "tags.`dvc.experiment` = 'faster-lr'")
     assert len(runs) == 1
-    assert runs[0].data.params["train.learning_rate"] == "0.002"
+    assert runs[0].data.params["train.learning_rate"] == "0.005"
     assert "test_accuracy" in runs[0].data.metrics

@@ -29,6 +29,7 @@ MODEL = SimpleCnnConfig(
 TRAIN = TrainConfig(
     optimizer="adam",
     learning_rate=0.003,
+    lr_schedule="cosine",
     batch_size=64,
     epochs=2,
     seed=7,

@@ -76,6 +76,7 @@ MODEL_NAMES: tuple[str, ...] = tuple(
 class TrainConfig(_Section):
     optimizer: Literal["adam", "sgd", "rmsprop"]
     learning_rate: Annotated[float, Field(gt=0)]
+    lr_schedule: Literal["constant", "cosine"]
     batch_size: PositiveInt
     epochs: PositiveInt
     seed: Annotated[int, Field(ge=0)]

@@ -15,7 +15,8 @@ CHECKPOINT_DIR = Path("models/checkpoints")  # one model file per epoch
 RUN_FILE = Path("models/mlflow_run.json")  # the MLflow run train created; evaluate logs to it
 TRAIN_METRICS_FILE = Path("metrics/train.json")
 HISTORY_FILE = Path("metrics/train_history.csv")  # per-epoch loss and accuracy, a DVC plot
-TEST_METRICS_FILE = Path("metrics/evaluate.json")
+TEST_METRICS_FILE = Path("metrics/evaluate.json")  # test loss, accuracy, macro F1
+PER_CLASS_FILE = Path("metrics/per_class.json")  # precision, recall, F1 of each class
 PREDICTIONS_FILE = Path("metrics/test_predictions.csv")  # actual,predicted rows: DVC confusion plot
 CONFUSION_PNG = Path("metrics/confusion_matrix.png")
 

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Evaluation:
     metrics: dict[str, Any]  # what metrics/evaluate.json holds
+    per_class: dict[str, dict[str, float]]  # class name -> precision, recall, f1-score
     confusion: np.ndarray  # (true class, predicted class) counts
     predicted: np.ndarray  # predicted class index per test image
 
@@ -64,9 +65,9 @@ def evaluate_model(
         "test_accuracy": round(float(accuracy_score(labels, predicted)), 5),
         "test_macro_f1": round(report["macro avg"]["f1-score"], 5),
         "test_images": len(labels),
-        "per_class": per_class,
     }
-    return Evaluation(metrics, confusion_matrix(labels, predicted, labels=class_indices), predicted)
+    confusion = confusion_matrix(labels, predicted, labels=class_indices)
+    return Evaluation(metrics, per_class, confusion, predicted)
 
 
 def _write_predictions(
@@ -120,17 +121,15 @@ def _log_to_mlflow(
         return False
     metrics = evaluation.metrics
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics(
-            {key: value for key, value in metrics.items() if key.startswith("test_")}
-        )
+        mlflow.log_metrics(metrics)
         mlflow.log_metrics(
             {
                 f"test_{metric.replace('-score', '')}_class_{name}": value
-                for name, scores in metrics["per_class"].items()
+                for name, scores in evaluation.per_class.items()
                 for metric, value in scores.items()
             }
         )
-        for path in (paths.TEST_METRICS_FILE, paths.CONFUSION_PNG):
+        for path in (paths.TEST_METRICS_FILE, paths.PER_CLASS_FILE, paths.CONFUSION_PNG):
             mlflow.log_artifact(str(workdir / path), artifact_path="evaluation")
     return True
 
@@ -150,8 +149,12 @@ def run(config: EvaluateConfig, context: TrackingContext, workdir: Path) -> Eval
     evaluation = evaluate_model(model, test.images, test.labels, info, config.batch_size)
 
     metrics = evaluation.metrics
-    with atomic_path(workdir / paths.TEST_METRICS_FILE) as staged:
-        staged.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    for path, document in (
+        (paths.TEST_METRICS_FILE, metrics),
+        (paths.PER_CLASS_FILE, evaluation.per_class),
+    ):
+        with atomic_path(workdir / path) as staged:
+            staged.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     _write_predictions(
         test.labels, evaluation.predicted, info.class_names, workdir / paths.PREDICTIONS_FILE
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,14 +66,21 @@ def make_deterministic(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """The configured optimizer; with a cosine schedule the learning rate starts at
+    `config.learning_rate` and glides to zero by the last step of the last epoch."""
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
+    if config.lr_schedule == "cosine":
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=steps_per_epoch * config.epochs
+        )
     optimizers = {
         "adam": keras.optimizers.Adam,
         "sgd": keras.optimizers.SGD,
         "rmsprop": keras.optimizers.RMSprop,
     }
     optimizer: keras.optimizers.Optimizer = optimizers[config.optimizer](
-        learning_rate=config.learning_rate
+        learning_rate=learning_rate
     )
     return optimizer
 
@@ -130,7 +138,11 @@ def run(
         keras.mixed_precision.set_global_policy("mixed_float16")
     model = build_model(model_config, info.image_shape, info.num_classes)
     model.compile(
-        optimizer=make_optimizer(train_config), loss=train_config.loss, metrics=["accuracy"]
+        optimizer=make_optimizer(
+            train_config, math.ceil(len(train.labels) / train_config.batch_size)
+        ),
+        loss=train_config.loss,
+        metrics=["accuracy"],
     )
     model.summary(print_fn=logger.info)
 
