@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO_ROOT, run_command
 
 from cnn_pipeline import config
 from cnn_pipeline.compose import compose_params
 from cnn_pipeline.errors import UserError
+
+from conftest import REPO_ROOT, run_command
 
 
 @pytest.fixture

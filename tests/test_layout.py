@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import yaml
-from conftest import REPO_ROOT
 
 from cnn_pipeline import paths
+from cnn_pipeline.stages import report
+
+from conftest import REPO_ROOT
 
 
 def _declared(stage: dict[str, object], field: str) -> set[str]:
@@ -25,6 +27,8 @@ def test_stage_outputs_match_the_paths_module() -> None:
     assert produced["train"] == {
         str(path)
         for path in (
+            paths.MODEL_INFO_FILE,
+            paths.RECEPTIVE_FIELDS_FILE,
             paths.MODEL_FILE,
             paths.CHECKPOINT_DIR,
             paths.RUN_FILE,
@@ -40,6 +44,9 @@ def test_stage_outputs_match_the_paths_module() -> None:
             paths.PREDICTIONS_FILE,
             paths.CONFUSION_PNG,
         )
+    }
+    assert produced["report"] == {
+        str(path) for path in (paths.CALIBRATION_METRICS_FILE, *report.FIGURES)
     }
     # Every stage's own module is one of its dependencies, so editing it re-runs the stage.
     for name, stage in stages.items():

@@ -6,15 +6,27 @@ check what a user sees next: the MLflow run, a no-op repro, and which stages re-
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
-from conftest import copy_repository, run_command
+
+from conftest import command_environment, copy_repository, run_command
 
 pytestmark = pytest.mark.e2e
+
+STAGES = ["download", "preprocess", "train", "evaluate", "report"]
 
 
 def running_stages(output: str) -> list[str]:
@@ -33,7 +45,13 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = copy_repository(tmp_path_factory.mktemp("pipeline"))
     run_command(["cnn-pipeline", "params", "train.epochs=2"], repo)
     result = run_command(["dvc", "repro"], repo)
-    assert running_stages(result.stdout) == ["download", "preprocess", "train", "evaluate"]
+    assert running_stages(result.stdout) == [
+        "download",
+        "preprocess",
+        "train",
+        "evaluate",
+        "report",
+    ]
     return repo
 
 
@@ -59,7 +77,19 @@ def test_repro_writes_model_metrics_and_plots(repo: Path) -> None:
         "epoch_001.keras",
         "epoch_002.keras",
     ]
-    assert (repo / "metrics/confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    for figure in (
+        "confusion_matrix",
+        "training_curves",
+        "first_layer_filters",
+        "activation_maps",
+        "mistakes",
+        "calibration",
+    ):
+        assert (repo / f"reports/{figure}.png").read_bytes()[:4] == b"\x89PNG", figure
+    calibration = json.loads((repo / "metrics/calibration.json").read_text())
+    assert 0 <= calibration["test_expected_calibration_error"] <= 1
+    layers = json.loads((repo / "reports/receptive_fields.json").read_text())["layers"]
+    assert [layer["layer"] for layer in layers] == ["conv1", "pool1", "conv2", "pool2"]
     predictions = (repo / "metrics/test_predictions.csv").read_text().splitlines()
     assert predictions[0] == "actual,predicted" and len(predictions) == 360
     model = keras.saving.load_model(repo / "models/model.keras")
@@ -85,6 +115,12 @@ def test_mlflow_run_holds_params_metrics_model_and_tags(repo: Path) -> None:
     assert [m.step for m in client.get_metric_history(run_id, "val_accuracy")] == [1, 2]
     artifacts = {item.path for item in client.list_artifacts(run_id, "evaluation")}
     assert "evaluation/confusion_matrix.png" in artifacts
+    reports = {item.path for item in client.list_artifacts(run_id, "reports")}
+    assert {"reports/mistakes.png", "reports/calibration.png", "reports/activation_maps.png"} <= (
+        reports
+    )
+    assert "test_expected_calibration_error" in run.data.metrics
+    assert "receptive_fields.json" in {item.path for item in client.list_artifacts(run_id)}
     versions = client.search_model_versions("name='cnn-pipeline'")
     assert [version.run_id for version in versions] == [run_id]
 
@@ -116,7 +152,7 @@ def test_exp_run_composes_conf_and_reruns_only_training(repo: Path) -> None:
         ],
         repo,
     )
-    assert running_stages(result.stdout) == ["train", "evaluate"]
+    assert running_stages(result.stdout) == ["train", "evaluate", "report"]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["train"]["learning_rate"] == 0.005
     assert params["evaluate"]["batch_size"] == 512  # recomposed from conf/, the hand edit is gone
@@ -127,3 +163,144 @@ def test_exp_run_composes_conf_and_reruns_only_training(repo: Path) -> None:
     assert len(runs) == 1
     assert runs[0].data.params["train.learning_rate"] == "0.005"
     assert "test_accuracy" in runs[0].data.metrics
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@contextlib.contextmanager
+def server(arguments: list[str], repo: Path, port: int) -> Iterator[str]:
+    """Start an MLflow server process on 127.0.0.1:port; stop it (and its workers) afterwards."""
+    process = subprocess.Popen(
+        arguments,
+        cwd=repo,
+        env=command_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180  # uvicorn and TensorFlow imports on 2 cores
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"{arguments[:3]} did not start on {url}") from None
+                time.sleep(1)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def post_json(url: str, document: object) -> Any:
+    request = urllib.request.Request(
+        url, data=json.dumps(document).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_served_model_answers_like_cnn_pipeline_predict(repo: Path, tmp_path: Path) -> None:
+    from PIL import Image, ImageDraw
+
+    from cnn_pipeline.predict import load_image
+
+    images = []
+    for index, shape in enumerate(("line", "ellipse")):
+        picture = Image.new("L", (40, 40), 255)
+        draw = ImageDraw.Draw(picture)
+        if shape == "line":
+            draw.line([(20, 4), (20, 36)], fill=0, width=5)
+        else:
+            draw.ellipse([8, 4, 32, 36], outline=0, width=5)
+        images.append(tmp_path / f"image{index}.png")
+        picture.save(images[-1])
+    predicted = run_command(
+        [
+            "cnn-pipeline",
+            "predict",
+            "--json",
+            "--top",
+            "10",
+            "--model",
+            "models:/cnn-pipeline/1",
+            *map(str, images),
+        ],
+        repo,
+    )
+    expected = [
+        {entry["class"]: entry["probability"] for entry in json.loads(line)["top"]}
+        for line in predicted.stdout.splitlines()
+    ]
+    arrays = [load_image(path, (8, 8, 1), invert="auto").astype("float32") for path in images]
+
+    port = free_port()
+    command = [
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        "models:/cnn-pipeline/1",
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with server(command, repo, port) as url:
+        answer = post_json(f"{url}/invocations", {"inputs": [a.tolist() for a in arrays]})
+
+    served = np.asarray(answer["predictions"])
+    for row, probabilities in zip(served, expected, strict=True):
+        for class_index, probability in enumerate(row):
+            assert probability == pytest.approx(probabilities[str(class_index)], abs=1e-5)
+
+
+def test_mlflow_rest_api_compares_the_two_runs(repo: Path) -> None:
+    port = free_port()
+    command = [
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{repo / 'mlflow.db'}",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    with server(command, repo, port) as url:
+        experiment = _get_json(
+            f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=cnn-pipeline"
+        )
+        found = post_json(
+            f"{url}/api/2.0/mlflow/runs/search",
+            {"experiment_ids": [experiment["experiment"]["experiment_id"]]},
+        )
+    runs = {
+        _param(run, "train.learning_rate"): {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        for run in found["runs"]
+    }
+    assert set(runs) == {"0.002", "0.005"}
+    for metrics in runs.values():
+        assert {"test_accuracy", "test_loss", "val_accuracy"} <= set(metrics)
+    assert runs["0.002"]["test_loss"] != runs["0.005"]["test_loss"]
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def _param(run: dict[str, Any], key: str) -> str:
+    return next(p["value"] for p in run["data"]["params"] if p["key"] == key)

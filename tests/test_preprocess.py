@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import REPO_ROOT
 
 from cnn_pipeline.config import DataConfig
 from cnn_pipeline.prepared import load_info, load_split
 from cnn_pipeline.stages import download, preprocess
+
+from conftest import REPO_ROOT
 
 DIGITS = DataConfig(
     name="digits", mirrors=[], test_fraction=0.2, validation_fraction=0.1, split_seed=0

@@ -35,3 +35,11 @@ def _replace(staged: Path, final_path: Path) -> None:
     if final_path.is_dir() and not final_path.is_symlink():
         shutil.rmtree(final_path)
     os.replace(staged, final_path)
+
+
+def write_json(document: object, path: Path) -> None:
+    """Write `document` as indented JSON, atomically."""
+    import json
+
+    with atomic_path(path) as staged:
+        staged.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")

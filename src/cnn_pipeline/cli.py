@@ -69,6 +69,14 @@ def _evaluate(params: dict[str, Any], workdir: Path) -> None:
     evaluate.run(evaluate_config, TrackingContext.from_environment(workdir), workdir)
 
 
+def _report(params: dict[str, Any], workdir: Path) -> None:
+    report_config = config.report_config(params)
+    from cnn_pipeline.stages import report
+    from cnn_pipeline.tracking import TrackingContext
+
+    report.run(report_config, TrackingContext.from_environment(workdir), workdir)
+
+
 STAGES: dict[str, tuple[Callable[[dict[str, Any], Path], None], str]] = {
     "download": (_download, "write the configured dataset's raw files to data/raw/"),
     "preprocess": (
@@ -77,6 +85,7 @@ STAGES: dict[str, tuple[Callable[[dict[str, Any], Path], None], str]] = {
     ),
     "train": (_train, "train the configured CNN, save models/model.keras, log an MLflow run"),
     "evaluate": (_evaluate, "test the model on the test set; write metrics/ and log to MLflow"),
+    "report": (_report, "draw filters, activations, mistakes, calibration into reports/"),
 }
 
 
@@ -103,6 +112,28 @@ def _parser() -> argparse.ArgumentParser:
     compose.add_argument("overrides", nargs="*", help="Hydra overrides such as data=mnist")
     compose.add_argument("--config-dir", type=Path, default=paths.CONFIG_DIR)
     compose.add_argument("--output", type=Path, default=paths.PARAMS_FILE)
+
+    predict = commands.add_parser(
+        "predict",
+        help="classify image files with the trained model",
+        description="Classify PNG/JPEG/BMP/GIF images: each is converted and resized to what the "
+        "model takes, and its most probable classes are printed.",
+    )
+    predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    predict.add_argument(
+        "--model",
+        default=str(paths.MODEL_FILE),
+        help="a .keras file, or an MLflow model URI such as models:/cnn-pipeline/3 or "
+        "models:/cnn-pipeline@champion (default: %(default)s)",
+    )
+    predict.add_argument("--top", type=int, default=3, help="classes shown per image")
+    predict.add_argument(
+        "--invert",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="invert grayscale images (the datasets are light on dark); auto: when mostly light",
+    )
+    predict.add_argument("--json", action="store_true", help="print JSON, one object per image")
     return parser
 
 
@@ -118,6 +149,35 @@ def _compose(arguments: argparse.Namespace) -> None:
     )
 
 
+def _predict(arguments: argparse.Namespace) -> int:
+    import json
+
+    if arguments.top < 1:
+        raise UserError(f"--top {arguments.top} is invalid: show at least 1 class")
+    from cnn_pipeline.predict import predict_files
+    from cnn_pipeline.tracking import TrackingContext
+    from cnn_pipeline.trained_model import load
+
+    trained = load(arguments.model, TrackingContext.from_environment(Path.cwd()).tracking_uri)
+    predictions, unreadable = predict_files(
+        trained, arguments.images, min(arguments.top, len(trained.class_names)), arguments.invert
+    )
+    for prediction in predictions:
+        if arguments.json:
+            top = [{"class": name, "probability": p} for name, p in prediction.top]
+            print(json.dumps({"image": prediction.image, "top": top}))
+        else:
+            ranked = ", ".join(f"{name} {p:.1%}" for name, p in prediction.top)
+            print(f"{prediction.image}: {ranked}")
+    for failure in unreadable:
+        if arguments.json:
+            print(json.dumps({"image": failure.image, "error": failure.reason}))
+        print(
+            f"cnn-pipeline predict: cannot read {failure.image}: {failure.reason}", file=sys.stderr
+        )
+    return 1 if unreadable else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     logging.basicConfig(
@@ -127,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if arguments.command == "params":
             _compose(arguments)
+        elif arguments.command == "predict":
+            return _predict(arguments)
         else:
             stage, _ = STAGES[arguments.command]
             stage(config.read_params(arguments.params), Path.cwd())

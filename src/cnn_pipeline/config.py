@@ -88,6 +88,12 @@ class EvaluateConfig(_Section):
     confusion_normalize: bool
 
 
+class ReportConfig(_Section):
+    activation_images: Annotated[int, Field(ge=1, le=10)]
+    mistakes_shown: PositiveInt
+    calibration_bins: Annotated[int, Field(ge=2)]
+
+
 class MlflowConfig(_Section):
     experiment_name: Annotated[str, Field(min_length=1)]
     registered_model_name: Annotated[str, Field(min_length=1)]
@@ -168,6 +174,10 @@ def train_config(params: dict[str, Any]) -> TrainConfig:
 
 def evaluate_config(params: dict[str, Any]) -> EvaluateConfig:
     return _validate(TypeAdapter(EvaluateConfig), _section(params, "evaluate"), "evaluate")
+
+
+def report_config(params: dict[str, Any]) -> ReportConfig:
+    return _validate(TypeAdapter(ReportConfig), _section(params, "report"), "report")
 
 
 def mlflow_config(params: dict[str, Any]) -> MlflowConfig:

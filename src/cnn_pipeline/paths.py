@@ -12,13 +12,23 @@ RAW_DIR = Path("data/raw")  # download writes the dataset here as the source pub
 PREPARED_DIR = Path("data/prepared")  # preprocess writes train/validation/test arrays here
 MODEL_FILE = Path("models/model.keras")  # the trained network, ready for `keras.saving.load_model`
 CHECKPOINT_DIR = Path("models/checkpoints")  # one model file per epoch
-RUN_FILE = Path("models/mlflow_run.json")  # the MLflow run train created; evaluate logs to it
+RUN_FILE = Path("models/mlflow_run.json")  # the MLflow run train created; later stages log to it
+MODEL_INFO_FILE = Path("models/model.json")  # class names and input shape, for `predict`
 TRAIN_METRICS_FILE = Path("metrics/train.json")
 HISTORY_FILE = Path("metrics/train_history.csv")  # per-epoch loss and accuracy, a DVC plot
 TEST_METRICS_FILE = Path("metrics/evaluate.json")  # test loss, accuracy, macro F1
 PER_CLASS_FILE = Path("metrics/per_class.json")  # precision, recall, F1 of each class
 PREDICTIONS_FILE = Path("metrics/test_predictions.csv")  # actual,predicted rows: DVC confusion plot
-CONFUSION_PNG = Path("metrics/confusion_matrix.png")
+CALIBRATION_METRICS_FILE = Path("metrics/calibration.json")  # expected calibration error
+
+# Figures and tables of what the network learned (train and report stages).
+RECEPTIVE_FIELDS_FILE = Path("reports/receptive_fields.json")
+CONFUSION_PNG = Path("reports/confusion_matrix.png")
+TRAINING_CURVES_PNG = Path("reports/training_curves.png")
+FILTERS_PNG = Path("reports/first_layer_filters.png")
+ACTIVATIONS_PNG = Path("reports/activation_maps.png")
+MISTAKES_PNG = Path("reports/mistakes.png")
+CALIBRATION_PNG = Path("reports/calibration.png")
 
 MLFLOW_DB_FILE = Path("mlflow.db")  # `mlflow ui` in the repository root opens this by default
 MLFLOW_ARTIFACT_DIR = Path("mlartifacts")

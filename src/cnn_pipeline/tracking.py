@@ -7,6 +7,7 @@ and a relative path there would lose the run. `MLFLOW_TRACKING_URI` overrides th
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cnn_pipeline import paths
+
+logger = logging.getLogger(__name__)
 
 # `mlflow ui` reads this experiment tag to open the runs table (model training) by default.
 EXPERIMENT_KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}
@@ -80,3 +83,47 @@ def experiment_id(client: Any, experiment_name: str, context: TrackingContext) -
             experiment_name, artifact_location=context.artifact_location, tags=EXPERIMENT_KIND_TAG
         )
     )
+
+
+def log_to_run(
+    run_id: str,
+    context: TrackingContext,
+    metrics: Mapping[str, float],
+    artifacts: list[Path],
+    artifact_path: str,
+) -> bool:
+    """Add metrics and files to an existing run (the one train created).
+
+    Returns False, with a warning, where the store no longer has that run (deleted
+    mlflow.db, another MLFLOW_TRACKING_URI): the stage's own files are still written.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(context.tracking_uri)
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except MlflowException:
+        logger.warning(
+            "MLflow run %s is not in %s (was the store deleted?); results were not logged to "
+            "MLflow. `dvc repro -f train` starts a new run",
+            run_id,
+            context.tracking_uri,
+        )
+        return False
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(dict(metrics))
+        for path in artifacts:
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+    return True
+
+
+def read_run_id(run_file: Path) -> str:
+    import json
+
+    from cnn_pipeline.errors import UserError
+
+    if not run_file.is_file():
+        raise UserError(f"{run_file} is missing: run `dvc repro train` first")
+    run_id: str = json.loads(run_file.read_text(encoding="utf-8"))["run_id"]
+    return run_id

@@ -8,7 +8,6 @@ PNG, and adds them to the MLflow run that train created.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from cnn_pipeline import paths
-from cnn_pipeline.atomic import atomic_path
+from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.config import EvaluateConfig
-from cnn_pipeline.errors import UserError
 from cnn_pipeline.prepared import DatasetInfo, load_info, load_split
-from cnn_pipeline.tracking import TrackingContext
+from cnn_pipeline.reports import pyplot, save_figure
+from cnn_pipeline.tracking import TrackingContext, log_to_run, read_run_id
+from cnn_pipeline.trained_model import load_keras_file
 
 logger = logging.getLogger(__name__)
 
@@ -84,77 +84,28 @@ def _write_predictions(
 def _write_confusion_png(
     confusion: np.ndarray, class_names: tuple[str, ...], normalize: bool, title: str, path: Path
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
     shown = confusion / confusion.sum(axis=1, keepdims=True).clip(min=1) if normalize else confusion
-    figure, axes = plt.subplots(figsize=(6.4, 5.6))
+    figure, axes = pyplot().subplots(figsize=(6.4, 5.6))
     ConfusionMatrixDisplay(shown, display_labels=list(class_names)).plot(
         ax=axes, cmap="Blues", colorbar=False, values_format=".2f" if normalize else "d"
     )
     axes.set_title(title)
-    figure.tight_layout()
-    with atomic_path(path) as staged:
-        figure.savefig(staged, format="png", dpi=100)
-    plt.close(figure)
-
-
-def _log_to_mlflow(
-    run_id: str, evaluation: Evaluation, context: TrackingContext, workdir: Path
-) -> bool:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    mlflow.set_tracking_uri(context.tracking_uri)
-    try:
-        mlflow.MlflowClient().get_run(run_id)
-    except MlflowException:
-        logger.warning(
-            "MLflow run %s is not in %s (was the store deleted?); test metrics were not logged "
-            "to MLflow. `dvc repro -f train` starts a new run",
-            run_id,
-            context.tracking_uri,
-        )
-        return False
-    metrics = evaluation.metrics
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics(metrics)
-        mlflow.log_metrics(
-            {
-                f"test_{metric.replace('-score', '')}_class_{name}": value
-                for name, scores in evaluation.per_class.items()
-                for metric, value in scores.items()
-            }
-        )
-        for path in (paths.TEST_METRICS_FILE, paths.PER_CLASS_FILE, paths.CONFUSION_PNG):
-            mlflow.log_artifact(str(workdir / path), artifact_path="evaluation")
-    return True
+    save_figure(figure, path)
 
 
 def run(config: EvaluateConfig, context: TrackingContext, workdir: Path) -> Evaluation:
     """Evaluate workdir/models/model.keras on the prepared test split; write and log results."""
-    import keras
-
-    model_path = workdir / paths.MODEL_FILE
-    run_path = workdir / paths.RUN_FILE
-    for required in (model_path, run_path):
-        if not required.is_file():
-            raise UserError(f"{required} is missing: run `dvc repro train` first")
+    run_id = read_run_id(workdir / paths.RUN_FILE)
     info = load_info(workdir / paths.PREPARED_DIR)
     test = load_split(workdir / paths.PREPARED_DIR, "test")
-    model = keras.saving.load_model(model_path)  # safe_mode (no code from the file) is the default
+    model = load_keras_file(workdir / paths.MODEL_FILE)
     evaluation = evaluate_model(model, test.images, test.labels, info, config.batch_size)
 
     metrics = evaluation.metrics
-    for path, document in (
-        (paths.TEST_METRICS_FILE, metrics),
-        (paths.PER_CLASS_FILE, evaluation.per_class),
-    ):
-        with atomic_path(workdir / path) as staged:
-            staged.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    write_json(metrics, workdir / paths.TEST_METRICS_FILE)
+    write_json(evaluation.per_class, workdir / paths.PER_CLASS_FILE)
     _write_predictions(
         test.labels, evaluation.predicted, info.class_names, workdir / paths.PREDICTIONS_FILE
     )
@@ -165,8 +116,21 @@ def run(config: EvaluateConfig, context: TrackingContext, workdir: Path) -> Eval
         f"{model.name} on {info.name}: test accuracy {metrics['test_accuracy']:.4f}",
         workdir / paths.CONFUSION_PNG,
     )
-    run_id = json.loads(run_path.read_text(encoding="utf-8"))["run_id"]
-    _log_to_mlflow(run_id, evaluation, context, workdir)
+    per_class_metrics = {
+        f"test_{metric.replace('-score', '')}_class_{name}": value
+        for name, scores in evaluation.per_class.items()
+        for metric, value in scores.items()
+    }
+    log_to_run(
+        run_id,
+        context,
+        {**metrics, **per_class_metrics},
+        [
+            workdir / path
+            for path in (paths.TEST_METRICS_FILE, paths.PER_CLASS_FILE, paths.CONFUSION_PNG)
+        ],
+        artifact_path="evaluation",
+    )
     logger.info(
         "test accuracy %.4f, loss %.4f on %d %s test images",
         metrics["test_accuracy"],

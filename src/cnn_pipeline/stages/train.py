@@ -7,11 +7,10 @@ training metrics, and the MLflow run id that the evaluate stage adds its test me
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,11 @@ import keras
 import numpy as np
 
 from cnn_pipeline import paths
-from cnn_pipeline.atomic import atomic_path
+from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.config import LeNet5Config, MlflowConfig, SimpleCnnConfig, TrainConfig
 from cnn_pipeline.models import build_model
 from cnn_pipeline.prepared import DatasetInfo, load_info, load_split
+from cnn_pipeline.reports.receptive_field import describe, receptive_fields
 from cnn_pipeline.tracking import TrackingContext, experiment_id, flatten_params
 
 logger = logging.getLogger(__name__)
@@ -110,11 +110,6 @@ def _write_history(history: list[dict[str, float]], path: Path) -> None:
         writer.writerows(history)
 
 
-def _write_json(document: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as staged:
-        staged.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-
-
 def run(
     model_config: SimpleCnnConfig | LeNet5Config,
     train_config: TrainConfig,
@@ -145,6 +140,15 @@ def run(
         metrics=["accuracy"],
     )
     model.summary(print_fn=logger.info)
+    fields = receptive_fields(model)
+    logger.info(
+        "receptive fields, in pixels of the input image:\n%s", describe(fields, info.image_shape[0])
+    )
+    model_info = {
+        "dataset": info.name,
+        "class_names": list(info.class_names),
+        "image_shape": list(info.image_shape),
+    }
 
     import mlflow
     from mlflow.models import infer_signature
@@ -168,6 +172,7 @@ def run(
         run_id = mlflow_run.info.run_id
         mlflow.log_params(flatten_params(params))
         mlflow.log_param("model.parameter_count", model.count_params())
+        mlflow.log_dict({"layers": [asdict(row) for row in fields]}, "receptive_fields.json")
 
         one_hot = keras.utils.to_categorical
         with atomic_path(workdir / paths.CHECKPOINT_DIR) as checkpoint_dir:
@@ -211,10 +216,11 @@ def run(
             name="model",
             signature=infer_signature(sample, model.predict(sample, verbose=0)),
             registered_model_name=mlflow_config.registered_model_name,
+            metadata=model_info,  # class names travel with the registered model
         )
 
     final = history[-1]
-    _write_json(
+    write_json(
         {
             **{key: final[key] for key in HISTORY_COLUMNS[1:]},
             "epochs": len(history),
@@ -225,7 +231,9 @@ def run(
         workdir / paths.TRAIN_METRICS_FILE,
     )
     _write_history(history, workdir / paths.HISTORY_FILE)
-    _write_json({"run_id": run_id, "experiment_id": experiment}, workdir / paths.RUN_FILE)
+    write_json({"run_id": run_id, "experiment_id": experiment}, workdir / paths.RUN_FILE)
+    write_json(model_info, workdir / paths.MODEL_INFO_FILE)
+    write_json({"layers": [asdict(row) for row in fields]}, workdir / paths.RECEPTIVE_FIELDS_FILE)
     logger.info(
         "trained %s on %s in %.1f s on %s (MLflow run %s)",
         model_config.name,

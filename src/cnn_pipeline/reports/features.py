@@ -1,0 +1,90 @@
+"""What the network sees: first-layer filters and every convolution's activation maps."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnn_pipeline.reports import pyplot, save_figure
+
+
+def _conv_layers(model: Any) -> list[Any]:
+    from keras import layers
+
+    return [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
+
+
+def plot_first_layer_filters(model: Any, path: Path) -> None:
+    """Each filter of the first convolution as a small image (channels averaged).
+
+    Light pixels are positive weights, dark ones negative: oriented light/dark pairs are the
+    edge and stroke detectors the network learned.
+    """
+    first = _conv_layers(model)[0]
+    kernel = np.asarray(first.get_weights()[0])  # (height, width, in_channels, filters)
+    filters = kernel.mean(axis=2)  # (height, width, filters)
+    count = filters.shape[-1]
+    columns = min(8, count)
+    rows = math.ceil(count / columns)
+    plt = pyplot()
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.1 + 0.5))
+    limit = float(np.abs(filters).max()) or 1.0
+    for index, axis in enumerate(np.atleast_1d(axes).ravel()):
+        axis.axis("off")
+        if index < count:
+            axis.imshow(filters[..., index], cmap="gray", vmin=-limit, vmax=limit)
+    figure.suptitle(f"{first.name}: {count} learned {kernel.shape[0]}x{kernel.shape[1]} filters")
+    save_figure(figure, path)
+
+
+def plot_activation_maps(
+    model: Any, images: np.ndarray, path: Path, maps_per_layer: int = 8
+) -> None:
+    """For each image: the image, then the first maps of every convolution (after ReLU)."""
+    import keras
+
+    convs = _conv_layers(model)
+    # The activation follows the convolution (directly or after batch normalisation): show
+    # the output of the layer just before the next pooling or convolution.
+    shown = [_activated_output(model, conv) for conv in convs]
+    probe = keras.Model(model.inputs, [layer.output for layer in shown])
+    outputs = probe.predict(images, verbose=0)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    plt = pyplot()
+    rows = len(images) * len(convs)
+    figure, axes = plt.subplots(
+        rows, maps_per_layer + 1, figsize=((maps_per_layer + 1) * 1.0, rows * 1.05 + 0.4)
+    )
+    axes = np.atleast_2d(axes)
+    for image_index, image in enumerate(images):
+        for layer_index, (conv, activations) in enumerate(zip(convs, outputs, strict=True)):
+            row = axes[image_index * len(convs) + layer_index]
+            for axis in row:
+                axis.axis("off")
+            if layer_index == 0:
+                row[0].imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
+                row[0].set_title(f"image {image_index + 1}", fontsize=7)
+            maps = activations[image_index]
+            for map_index in range(min(maps_per_layer, maps.shape[-1])):
+                row[map_index + 1].imshow(maps[..., map_index], cmap="viridis")
+            row[1].set_title(
+                f"{conv.name} ({maps.shape[0]}x{maps.shape[1]})", fontsize=7, loc="left"
+            )
+    figure.suptitle("activation maps: bright = the filter responded strongly", fontsize=9)
+    save_figure(figure, path)
+
+
+def _activated_output(model: Any, conv: Any) -> Any:
+    from keras import layers
+
+    following = model.layers[model.layers.index(conv) + 1 :]
+    chosen = conv
+    for layer in following:
+        if isinstance(layer, (layers.BatchNormalization, layers.Activation)):
+            chosen = layer
+        else:
+            break
+    return chosen

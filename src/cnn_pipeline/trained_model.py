@@ -1,0 +1,89 @@
+"""Load a trained model, from a .keras file or an MLflow model URI, never running its code.
+
+Keras's safe mode refuses to deserialise Python code stored in a model file (a Lambda
+layer's bytecode, say), so a downloaded model cannot run code on load.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnn_pipeline import paths
+from cnn_pipeline.errors import UserError
+
+MLFLOW_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    model: Any  # keras.Model
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]  # what the model takes: (height, width, channels)
+
+
+def load_keras_file(path: Path) -> Any:
+    import keras
+
+    if not path.is_file():
+        raise UserError(f"{path} is missing: run `dvc repro train` first, or pass --model")
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except ValueError as error:
+        if "safe_mode" in str(error) or "lambda" in str(error).lower():
+            raise UserError(
+                f"{path} was refused: it contains Python code (a Lambda layer) and loading it "
+                "could run that code. Only load such a file if you trust its source, with "
+                "keras.saving.load_model(path, safe_mode=False)"
+            ) from None
+        raise UserError(f"{path} is not a readable Keras model: {error}") from None
+
+
+def load(source: str, tracking_uri: str) -> TrainedModel:
+    """`source`: a .keras path (its class names from models/model.json beside it) or an
+    MLflow model URI such as models:/cnn-pipeline/3, models:/cnn-pipeline@champion, runs:/ID/model,
+    looked up in the MLflow store at `tracking_uri`.
+    """
+    if source.startswith(MLFLOW_URI_SCHEMES):
+        return _load_mlflow(source, tracking_uri)
+    path = Path(source)
+    model = load_keras_file(path)
+    info_path = path.parent / paths.MODEL_INFO_FILE.name
+    if not info_path.is_file():
+        raise UserError(
+            f"{info_path} is missing: it names the classes of {path}; "
+            "run `dvc repro train` to write both"
+        )
+    info = json.loads(info_path.read_text(encoding="utf-8"))
+    return TrainedModel(model, tuple(info["class_names"]), _shape(model))
+
+
+def _load_mlflow(uri: str, tracking_uri: str) -> TrainedModel:
+    import mlflow.keras
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import get_model_info
+
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        metadata = get_model_info(uri).metadata or {}
+        model = mlflow.keras.load_model(uri, load_model_kwargs={"safe_mode": True})
+    except MlflowException as error:
+        raise UserError(
+            f"cannot load {uri} from MLflow ({mlflow.get_tracking_uri()}): "
+            f"{error.message.splitlines()[0]}"
+        ) from None
+    except ValueError as error:
+        raise UserError(f"{uri} was refused or unreadable: {error}") from None
+    if "class_names" not in metadata:
+        raise UserError(
+            f"{uri} carries no class names in its metadata: it was not logged by "
+            "this pipeline's train stage"
+        )
+    return TrainedModel(model, tuple(metadata["class_names"]), _shape(model))
+
+
+def _shape(model: Any) -> tuple[int, int, int]:
+    _, height, width, channels = model.input_shape
+    return (int(height), int(width), int(channels))

@@ -1,0 +1,97 @@
+"""Reports: receptive fields, calibration, mistakes, and the figures they draw."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cnn_pipeline.models import build_model
+from cnn_pipeline.reports.calibration import plot_reliability, reliability
+from cnn_pipeline.reports.features import plot_activation_maps, plot_first_layer_filters
+from cnn_pipeline.reports.mistakes import most_confident_mistakes, plot_mistakes
+from cnn_pipeline.reports.receptive_field import describe, receptive_fields
+
+from test_models import LENET5, SIMPLE_CNN, SIMPLE_CNN_BN
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def fields_by_layer(model_config: object, input_shape: tuple[int, int, int]) -> dict[str, float]:
+    model = build_model(model_config, input_shape, 10)  # type: ignore[arg-type]
+    return {row.layer: row.field_px for row in receptive_fields(model)}
+
+
+def test_lenet5_receptive_fields_grow_layer_by_layer() -> None:
+    # 5x5 conv: 5; 2x2 pool: +1; 5x5 conv at jump 2: +8; 2x2 pool at jump 2: +2.
+    assert fields_by_layer(LENET5, (28, 28, 1)) == {"c1": 5, "s2": 6, "c3": 14, "s4": 16}
+
+
+def test_simple_cnn_receptive_fields() -> None:
+    assert fields_by_layer(SIMPLE_CNN, (28, 28, 1)) == {
+        "conv1": 3,
+        "pool1": 4,
+        "conv2": 8,
+        "pool2": 10,
+    }
+
+
+def test_upsampling_shrinks_the_field_in_input_pixels() -> None:
+    native = fields_by_layer(SIMPLE_CNN_BN, (8, 8, 1))
+    upsampled = fields_by_layer(SIMPLE_CNN, (8, 8, 1))  # 8x8 upsampled to 28x28 first
+    assert native["conv1"] == 3
+    assert upsampled["conv1"] == pytest.approx(1 + 1 + 2 * 8 / 28)
+    assert upsampled["pool2"] < native["pool2"]
+
+
+def test_describe_marks_layers_that_see_the_whole_image() -> None:
+    model = build_model(SIMPLE_CNN_BN, (8, 8, 1), 10)
+    table = describe(receptive_fields(model), image_side=8).splitlines()
+    assert table[1].startswith("conv1") and "(whole image)" not in table[1]
+    assert "(whole image)" in table[-1]
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    # Two bins. Low bin: confidences 0.3 and 0.4, one right: accuracy 0.5, confidence 0.35.
+    # High bin: 0.9 and 0.8, both right: accuracy 1.0, confidence 0.85.
+    probabilities = np.array(
+        [[0.3, 0.2, 0.25, 0.25], [0.4, 0.2, 0.2, 0.2], [0.9, 0.1, 0, 0], [0.1, 0.8, 0.1, 0]]
+    )
+    labels = np.array([0, 1, 0, 1])
+    result = reliability(probabilities, labels, bins=2)
+    assert result.counts.tolist() == [2, 2]
+    np.testing.assert_allclose(result.accuracy, [0.5, 1.0])
+    np.testing.assert_allclose(result.confidence, [0.35, 0.85])
+    # ECE = 2/4 * |0.5 - 0.35| + 2/4 * |1.0 - 0.85| = 0.15
+    assert result.expected_calibration_error == pytest.approx(0.15)
+
+
+def test_mistakes_are_sorted_by_confidence_of_the_wrong_class() -> None:
+    probabilities = np.array([[0.6, 0.4], [0.1, 0.9], [0.3, 0.7], [0.8, 0.2]])
+    labels = np.array([1, 0, 0, 0])  # image 3 is right; 1 (0.9), 2 (0.7), 0 (0.6) are wrong
+    assert most_confident_mistakes(probabilities, labels, limit=10).tolist() == [1, 2, 0]
+    assert most_confident_mistakes(probabilities, labels, limit=2).tolist() == [1, 2]
+
+
+def test_figures_are_written_as_png(tmp_path: Path) -> None:
+    model = build_model(SIMPLE_CNN_BN, (8, 8, 1), 10)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(6, 8, 8, 1), dtype=np.uint8)
+    labels = np.arange(6) % 10
+    probabilities = np.asarray(model.predict(images, verbose=0))
+    plot_first_layer_filters(model, tmp_path / "filters.png")
+    plot_activation_maps(model, images[:2], tmp_path / "activations.png")
+    misclassified = plot_mistakes(
+        images, labels, probabilities, tuple("0123456789"), 4, tmp_path / "mistakes.png"
+    )
+    assert misclassified == int(np.sum(probabilities.argmax(axis=1) != labels))
+    plot_reliability(reliability(probabilities, labels, 5), "test", tmp_path / "calibration.png")
+    for name in ("filters", "activations", "mistakes", "calibration"):
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "activations.png",
+        "calibration.png",
+        "filters.png",
+        "mistakes.png",
+    ]
