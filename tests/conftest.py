@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+
+from cnn_pipeline.config import DataConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
@@ -101,3 +104,11 @@ def copy_repository(destination: Path) -> Path:
     ):
         run_command(arguments, destination, **git)
     return destination
+
+
+def data_config(name: str, **changes: object) -> DataConfig:
+    """The data section of conf/data/NAME.yaml, with `changes` applied."""
+    section = yaml.safe_load((REPO_ROOT / "conf" / "data" / f"{name}.yaml").read_text())
+    config = DataConfig.model_validate({**section, **changes})
+    config.check_consistency()
+    return config

@@ -43,6 +43,53 @@ def test_group_overrides_swap_the_whole_group() -> None:
     config.model_config(composed)
 
 
+@pytest.mark.parametrize("data", ["digits", "mnist", "fashion_mnist", "cifar10"])
+@pytest.mark.parametrize("model", ["simple_cnn_bn", "simple_cnn", "lenet5", "resnet"])
+def test_every_data_and_model_preset_validates(data: str, model: str) -> None:
+    composed = yaml.safe_load(
+        compose_params(REPO_ROOT / "conf", [f"data={data}", f"model={model}"])
+    )
+    config.data_config(composed)
+    config.model_config(composed)
+    config.augment_config(composed)
+
+
+def test_experiment_preset_overrides_data_model_augment_and_train() -> None:
+    composed = yaml.safe_load(compose_params(REPO_ROOT / "conf", ["experiment=cifar10_resnet"]))
+    assert composed["data"]["name"] == "cifar10"
+    assert composed["model"]["name"] == "resnet"
+    assert composed["augment"]["horizontal_flip"] is True
+    assert composed["train"]["batch_size"] == 128
+    assert (
+        composed["evaluate"] == yaml.safe_load((REPO_ROOT / "params.yaml").read_text())["evaluate"]
+    )
+    assert "experiment" not in composed
+
+
+def test_image_folder_needs_its_path() -> None:
+    composed = yaml.safe_load(compose_params(REPO_ROOT / "conf", ["data=image_folder"]))
+    with pytest.raises(UserError, match=r"data.path is required .* data.path=/data/pets"):
+        config.data_config(composed)
+    composed["data"]["path"] = "/data/pets"
+    assert config.data_config(composed).image_size == 64
+
+
+def test_image_folder_with_a_test_folder_takes_no_test_fraction() -> None:
+    composed = yaml.safe_load(
+        compose_params(
+            REPO_ROOT / "conf", ["data=image_folder", "data.path=/a", "data.test_path=/b"]
+        )
+    )
+    with pytest.raises(UserError, match=r"data\.test_fraction = 0\.2 is not allowed"):
+        config.data_config(composed)
+
+
+def test_image_folder_keys_are_refused_for_other_datasets(params: dict[str, Any]) -> None:
+    params["data"]["image_size"] = 32
+    with pytest.raises(UserError, match=r"data\.image_size = 32 is only used with data\.name = "):
+        config.data_config(params)
+
+
 def test_unknown_group_option_is_a_user_error() -> None:
     with pytest.raises(UserError, match="data=cifar"):
         compose_params(REPO_ROOT / "conf", ["data=cifar"])
@@ -69,13 +116,14 @@ BAD_VALUES = [
         "data",
         "name",
         "cifar",
-        "data.name = 'cifar' is invalid: Input should be 'digits' or 'mnist'",
+        "data.name = 'cifar' is invalid: Input should be 'digits', 'mnist', 'fashion_mnist', "
+        "'cifar10' or 'image_folder'",
     ),
     (
         "model",
         "name",
         "vgg",
-        "model.name = 'vgg' is invalid: Input should be one of 'simple_cnn', 'lenet5'",
+        "model.name = 'vgg' is invalid: Input should be one of 'simple_cnn', 'lenet5', 'resnet'",
     ),
     (
         "train",
@@ -119,6 +167,13 @@ BAD_VALUES = [
         "data.test_fraction = null is not allowed for data.name = 'digits'",
     ),
     ("evaluate", "batch_size", 0, "evaluate.batch_size = 0 is invalid"),
+    (
+        "augment",
+        "rotate",
+        0.9,
+        "augment.rotate = 0.9 is invalid: Input should be less than or equal",
+    ),
+    ("report", "calibration_bins", 1, "report.calibration_bins = 1 is invalid"),
 ]
 
 
@@ -133,6 +188,8 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(
         "model": config.model_config,
         "train": config.train_config,
         "evaluate": config.evaluate_config,
+        "augment": config.augment_config,
+        "report": config.report_config,
     }
     with pytest.raises(UserError) as raised:
         readers[section](bad)
@@ -144,7 +201,7 @@ def test_bad_values_name_the_key_the_value_and_what_is_allowed(
     ("stage", "section", "key", "value"),
     [
         ("train", "train", "learning_rate", -1.0),
-        ("train", "model", "name", "resnet"),
+        ("train", "model", "name", "vgg16"),
         ("preprocess", "data", "validation_fraction", 0),
         ("download", "data", "name", "imagenet"),
         ("evaluate", "evaluate", "batch_sise", 64),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnn_pipeline.config import LeNet5Config, SimpleCnnConfig
+from cnn_pipeline.config import AugmentConfig, LeNet5Config, ResNetConfig, SimpleCnnConfig
 from cnn_pipeline.errors import UserError
 from cnn_pipeline.models import build_model
 
@@ -21,6 +21,9 @@ SIMPLE_CNN = SimpleCnnConfig(
 SIMPLE_CNN_BN = SIMPLE_CNN.model_copy(
     update={"min_input_size": None, "padding": "same", "batch_norm": True}
 )
+RESNET = ResNetConfig(
+    name="resnet", min_input_size=None, filters=[16, 32, 64], blocks_per_stage=3, dropout_rate=0.0
+)
 LENET5 = LeNet5Config(
     name="lenet5", min_input_size=28, activation="relu", pooling="max", dropout_rate=0.0
 )
@@ -28,8 +31,8 @@ LENET5 = LeNet5Config(
 
 @pytest.mark.parametrize(
     "model_config",
-    [SIMPLE_CNN, SIMPLE_CNN_BN, LENET5],
-    ids=["simple_cnn", "simple_cnn_bn", "lenet5"],
+    [SIMPLE_CNN, SIMPLE_CNN_BN, LENET5, RESNET],
+    ids=["simple_cnn", "simple_cnn_bn", "lenet5", "resnet"],
 )
 @pytest.mark.parametrize("input_shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
 def test_output_is_one_probability_per_class(
@@ -68,3 +71,31 @@ def test_too_small_images_without_upsampling_fail_with_advice() -> None:
     no_upsampling = SIMPLE_CNN.model_copy(update={"min_input_size": None})
     with pytest.raises(UserError, match=r"cannot take 8x8 images.*model.min_input_size"):
         build_model(no_upsampling, (8, 8, 1), 10)
+
+
+def test_resnet20_size_and_downsampling() -> None:
+    model = build_model(RESNET, (32, 32, 3), 10)
+    # ResNet-20 for CIFAR-10 has about 0.27 M weights (He et al. 2016, table 6).
+    assert 260_000 < model.count_params() < 280_000
+    assert tuple(model.get_layer("stage3_block3_relu2").output.shape[1:]) == (8, 8, 64)
+
+
+def test_augmentation_acts_in_training_only() -> None:
+    augment = AugmentConfig(translate=0.2, rotate=0.1, zoom=0.1, horizontal_flip=True)
+    model = build_model(SIMPLE_CNN_BN, (28, 28, 1), 10, augment=augment)
+    images = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28, 1)).astype("float32")
+    inference = [np.asarray(model(images, training=False)) for _ in range(2)]
+    np.testing.assert_array_equal(inference[0], inference[1])
+    augmenting = model.get_layer("random_shift")
+    shifted = [np.asarray(augmenting(images, training=True)) for _ in range(2)]
+    assert not np.array_equal(shifted[0], shifted[1])
+    assert {"random_shift", "random_rotation", "random_zoom", "random_flip"} <= {
+        layer.name for layer in model.layers
+    }
+
+
+def test_normalisation_uses_the_given_training_statistics() -> None:
+    model = build_model(SIMPLE_CNN_BN, (8, 8, 3), 10, pixel_stats=([10, 20, 30], [4, 9, 16]))
+    normalize = model.get_layer("normalize")
+    pixel = np.array([[[[12.0, 26.0, 42.0]]]], dtype="float32")  # (1, 1, 1, 3)
+    np.testing.assert_allclose(np.asarray(normalize(pixel)), [[[[1.0, 2.0, 3.0]]]], rtol=1e-5)

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn_pipeline.config import DataConfig
 from cnn_pipeline.prepared import load_info, load_split
 from cnn_pipeline.stages import download, preprocess
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, data_config
 
-DIGITS = DataConfig(
-    name="digits", mirrors=[], test_fraction=0.2, validation_fraction=0.1, split_seed=0
-)
+DIGITS = data_config("digits")
 
 
 def test_stratified_split_keeps_class_shares() -> None:
@@ -47,9 +44,7 @@ def test_digits_splits_are_disjoint_seeded_and_uint8(tmp_path: Path) -> None:
 
 
 def test_mnist_keeps_its_own_test_set(tmp_path: Path, mnist_dir: Path) -> None:
-    config = DataConfig(
-        name="mnist", mirrors=[], test_fraction=None, validation_fraction=0.1, split_seed=0
-    )
+    config = data_config("mnist")
     splits = preprocess.run(config, mnist_dir, tmp_path / "prepared")
     sizes = {name: len(split.labels) for name, split in splits.items()}
     assert sizes["test"] == 10000

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cnn_pipeline.config import (
-    DataConfig,
+    AugmentConfig,
     EvaluateConfig,
     MlflowConfig,
     SimpleCnnConfig,
@@ -16,6 +16,8 @@ from cnn_pipeline.config import (
 )
 from cnn_pipeline.stages import download, evaluate, preprocess, train
 from cnn_pipeline.tracking import TrackingContext
+
+from conftest import data_config
 
 MODEL = SimpleCnnConfig(
     name="simple_cnn",
@@ -26,6 +28,7 @@ MODEL = SimpleCnnConfig(
     batch_norm=True,
     dropout_rate=0.5,
 )
+NO_AUGMENTATION = AugmentConfig(translate=0, rotate=0, zoom=0, horizontal_flip=False)
 TRAIN = TrainConfig(
     optimizer="adam",
     learning_rate=0.003,
@@ -40,9 +43,7 @@ TRAIN = TrainConfig(
 @pytest.fixture(scope="module")
 def prepared_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("prepared")
-    data = DataConfig(
-        name="digits", mirrors=[], test_fraction=0.2, validation_fraction=0.1, split_seed=0
-    )
+    data = data_config("digits")
     download.run(data, workdir / "data/raw")
     preprocess.run(data, workdir / "data/raw", workdir / "data/prepared")
     return workdir
@@ -58,6 +59,7 @@ def train_and_evaluate(source: Path, workdir: Path, train_config: TrainConfig) -
     )
     train.run(
         MODEL,
+        NO_AUGMENTATION,
         train_config,
         MlflowConfig(experiment_name="test", registered_model_name="m"),
         {"train": train_config.model_dump()},

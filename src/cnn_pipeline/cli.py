@@ -19,10 +19,6 @@ from cnn_pipeline.errors import UserError
 
 logger = logging.getLogger("cnn_pipeline")
 
-# Sections of params.yaml logged as the MLflow run's parameters: what defines the trained model.
-# data.mirrors is left out: checksums, not the mirror, define the data.
-LOGGED_SECTIONS = ("data", "model", "train")
-
 
 def _download(params: dict[str, Any], workdir: Path) -> None:
     data_config = config.data_config(params)
@@ -41,11 +37,15 @@ def _preprocess(params: dict[str, Any], workdir: Path) -> None:
 def _train(params: dict[str, Any], workdir: Path) -> None:
     data_config = config.data_config(params)
     model_config = config.model_config(params)
+    augment_config = config.augment_config(params)
     train_config = config.train_config(params)
     mlflow_config = config.mlflow_config(params)
+    # The MLflow run's parameters: what defines the trained model. Mirrors are left out:
+    # checksums, not the mirror, define the data.
     logged = {
-        "data": data_config.model_dump(exclude={"mirrors"}),
+        "data": data_config.model_dump(exclude={"mirrors", "mirror"}),
         "model": model_config.model_dump(),
+        "augment": augment_config.model_dump(),
         "train": train_config.model_dump(),
     }
     from cnn_pipeline.stages import train
@@ -53,6 +53,7 @@ def _train(params: dict[str, Any], workdir: Path) -> None:
 
     train.run(
         model_config,
+        augment_config,
         train_config,
         mlflow_config,
         logged,

@@ -14,8 +14,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from cnn_pipeline.errors import UserError
 
-DatasetName = Literal["digits", "mnist"]
-DATASETS_WITH_OWN_TEST_SET: frozenset[str] = frozenset({"mnist"})
+DatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "image_folder"]
+DATASETS_WITH_OWN_TEST_SET: frozenset[str] = frozenset({"mnist", "fashion_mnist", "cifar10"})
+DOWNLOADED_DATASETS: frozenset[str] = DATASETS_WITH_OWN_TEST_SET
+IMAGE_FOLDER_KEYS = ("path", "image_size", "color_mode")
+MISSING_VALUE = "???"  # Hydra's mark for a value the user must give
 
 
 class _Section(BaseModel):
@@ -30,21 +33,50 @@ Fraction = Annotated[float, Field(gt=0, lt=1)]
 class DataConfig(_Section):
     name: DatasetName
     mirrors: list[str]
+    mirror: str | None
+    path: str | None
+    test_path: str | None
+    image_size: Annotated[int, Field(ge=4, le=1024)] | None
+    color_mode: Literal["grayscale", "rgb"] | None
     test_fraction: Fraction | None
     validation_fraction: Fraction
     split_seed: Annotated[int, Field(ge=0)]
 
-    def check_test_split(self) -> None:
-        has_own_test_set = self.name in DATASETS_WITH_OWN_TEST_SET
+    def check_consistency(self) -> None:
+        """Rules that tie keys to the dataset chosen, checked after each key's own type."""
+        if self.name == "image_folder":
+            if self.path == MISSING_VALUE:
+                raise UserError(
+                    "params.yaml: data.path is required for data.name = "
+                    "'image_folder': set it to your folder, e.g. "
+                    "`-S data.path=/data/pets` or `cnn-pipeline params "
+                    "data=image_folder data.path=/data/pets`"
+                )
+            for key in IMAGE_FOLDER_KEYS:
+                if getattr(self, key) is None:
+                    raise UserError(
+                        f"params.yaml: data.{key} = null is not allowed for "
+                        "data.name = 'image_folder': set it (see conf/data/"
+                        "image_folder.yaml)"
+                    )
+        else:
+            for key in (*IMAGE_FOLDER_KEYS, "test_path"):
+                if getattr(self, key) is not None:
+                    raise UserError(
+                        f"params.yaml: data.{key} = {getattr(self, key)!r} is only "
+                        f"used with data.name = 'image_folder', not {self.name!r}: "
+                        "set it to null"
+                    )
+        has_own_test_set = self.name in DATASETS_WITH_OWN_TEST_SET or self.test_path is not None
         if has_own_test_set and self.test_fraction is not None:
             raise UserError(
                 f"params.yaml: data.test_fraction = {self.test_fraction!r} is not allowed for "
-                f"data.name = {self.name!r}, which ships its own test set: set it to null"
+                f"data.name = {self.name!r} with its own test set: set it to null"
             )
         if not has_own_test_set and self.test_fraction is None:
             raise UserError(
                 f"params.yaml: data.test_fraction = null is not allowed for data.name = "
-                f"{self.name!r}, which has no official test set: give a fraction between 0 and 1"
+                f"{self.name!r}, which has no separate test set: give a fraction between 0 and 1"
             )
 
 
@@ -66,11 +98,31 @@ class LeNet5Config(_Section):
     dropout_rate: Annotated[float, Field(ge=0, lt=1)]
 
 
-ModelConfig = Annotated[SimpleCnnConfig | LeNet5Config, Field(discriminator="name")]
+class ResNetConfig(_Section):
+    name: Literal["resnet"]
+    min_input_size: PositiveInt | None
+    filters: Annotated[list[PositiveInt], Field(min_length=1)]
+    blocks_per_stage: PositiveInt
+    dropout_rate: Annotated[float, Field(ge=0, lt=1)]
+
+
+AnyModelConfig = SimpleCnnConfig | LeNet5Config | ResNetConfig
+ModelConfig = Annotated[AnyModelConfig, Field(discriminator="name")]
 MODEL_NAMES: tuple[str, ...] = tuple(
     member.model_fields["name"].annotation.__args__[0]  # type: ignore[union-attr]
-    for member in (SimpleCnnConfig, LeNet5Config)
+    for member in (SimpleCnnConfig, LeNet5Config, ResNetConfig)
 )
+
+
+class AugmentConfig(_Section):
+    translate: Annotated[float, Field(ge=0, lt=1)]
+    rotate: Annotated[float, Field(ge=0, le=0.5)]
+    zoom: Annotated[float, Field(ge=0, lt=1)]
+    horizontal_flip: bool
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.translate or self.rotate or self.zoom or self.horizontal_flip)
 
 
 class TrainConfig(_Section):
@@ -159,13 +211,17 @@ def _validate(adapter: TypeAdapter[SectionT], value: Any, prefix: str) -> Sectio
 
 def data_config(params: dict[str, Any]) -> DataConfig:
     config = _validate(TypeAdapter(DataConfig), _section(params, "data"), "data")
-    config.check_test_split()
+    config.check_consistency()
     return config
 
 
-def model_config(params: dict[str, Any]) -> SimpleCnnConfig | LeNet5Config:
-    adapter: TypeAdapter[SimpleCnnConfig | LeNet5Config] = TypeAdapter(ModelConfig)
+def model_config(params: dict[str, Any]) -> AnyModelConfig:
+    adapter: TypeAdapter[AnyModelConfig] = TypeAdapter(ModelConfig)
     return _validate(adapter, _section(params, "model"), "model")
+
+
+def augment_config(params: dict[str, Any]) -> AugmentConfig:
+    return _validate(TypeAdapter(AugmentConfig), _section(params, "augment"), "augment")
 
 
 def train_config(params: dict[str, Any]) -> TrainConfig:

@@ -30,6 +30,8 @@ class DatasetInfo:
     name: str
     class_names: tuple[str, ...]
     image_shape: tuple[int, int, int]  # (height, width, channels)
+    channel_mean: tuple[float, ...]  # of the training split's pixels, 0-255, per channel
+    channel_variance: tuple[float, ...]
 
     @property
     def num_classes(self) -> int:
@@ -53,6 +55,8 @@ def write_info(directory: Path, info: DatasetInfo, stats: dict[str, Any]) -> Non
         "name": info.name,
         "class_names": list(info.class_names),
         "image_shape": list(info.image_shape),
+        "train_channel_mean": list(info.channel_mean),
+        "train_channel_variance": list(info.channel_variance),
         **stats,
     }
     (directory / INFO_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -68,4 +72,6 @@ def load_info(prepared_dir: Path) -> DatasetInfo:
         name=document["name"],
         class_names=tuple(document["class_names"]),
         image_shape=(height, width, channels),
+        channel_mean=tuple(document["train_channel_mean"]),
+        channel_variance=tuple(document["train_channel_variance"]),
     )

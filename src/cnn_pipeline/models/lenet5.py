@@ -11,14 +11,11 @@ import keras
 from keras import layers
 
 from cnn_pipeline.config import LeNet5Config
-from cnn_pipeline.models import classifier_head, input_block
 
 
-def make_model(
-    config: LeNet5Config, input_shape: tuple[int, int, int], num_classes: int
-) -> keras.Model:
+def features(config: LeNet5Config, x: keras.KerasTensor) -> keras.KerasTensor:
+    """C1 to F6: what the softmax layer (the paper's output layer) reads."""
     pooling = layers.MaxPooling2D if config.pooling == "max" else layers.AveragePooling2D
-    inputs, x = input_block(input_shape, config.min_input_size)
     x = layers.Conv2D(6, 5, padding="same", activation=config.activation, name="c1")(x)
     x = pooling(pool_size=2, name="s2")(x)
     x = layers.Conv2D(16, 5, activation=config.activation, name="c3")(x)
@@ -26,5 +23,4 @@ def make_model(
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(120, activation=config.activation, name="f5")(x)
     x = layers.Dense(84, activation=config.activation, name="f6")(x)
-    x = layers.Dropout(config.dropout_rate, name="dropout")(x)
-    return keras.Model(inputs, classifier_head(x, num_classes), name="lenet5")
+    return layers.Dropout(config.dropout_rate, name="dropout")(x)

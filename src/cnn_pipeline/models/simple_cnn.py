@@ -13,13 +13,10 @@ import keras
 from keras import layers
 
 from cnn_pipeline.config import SimpleCnnConfig
-from cnn_pipeline.models import classifier_head, input_block
 
 
-def make_model(
-    config: SimpleCnnConfig, input_shape: tuple[int, int, int], num_classes: int
-) -> keras.Model:
-    inputs, x = input_block(input_shape, config.min_input_size)
+def features(config: SimpleCnnConfig, x: keras.KerasTensor) -> keras.KerasTensor:
+    """Convolution blocks, then the flattened, dropped-out features the softmax reads."""
     for block, filters in enumerate(config.filters, start=1):
         # Batch normalisation's own shift replaces the convolution's bias.
         x = layers.Conv2D(
@@ -37,5 +34,4 @@ def make_model(
         x = layers.Activation("relu", name=f"relu{block}")(x)
         x = layers.MaxPooling2D(pool_size=2, name=f"pool{block}")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dropout(config.dropout_rate, name="dropout")(x)
-    return keras.Model(inputs, classifier_head(x, num_classes), name="simple_cnn")
+    return layers.Dropout(config.dropout_rate, name="dropout")(x)

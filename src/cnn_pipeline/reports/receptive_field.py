@@ -5,6 +5,7 @@ Receptive Fields of Convolutional Neural Networks", Distill 2019):
     field += (kernel - 1) * dilation * jump;  jump *= stride
 where jump is the distance, in input pixels, between neighbouring units of a layer.
 Pooling grows the field the same way; an upsampling layer divides the jump by its factor.
+Residual networks are followed along their main path (shortcut projections are skipped).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def receptive_fields(model: Any) -> list[ReceptiveField]:
     input_height = model.input_shape[1]
     rows: list[ReceptiveField] = []
     for layer in model.layers:
+        if "shortcut" in layer.name:
+            continue
         if isinstance(layer, layers.Resizing):
             # Upsampling by a factor f puts f units per input pixel; bilinear interpolation
             # mixes neighbouring pixels, so each unit sees one more input pixel.

@@ -44,7 +44,7 @@ def split_dataset(raw: datasets.RawDataset, config: DataConfig) -> dict[str, Spl
     if raw.test_images is not None and raw.test_labels is not None:
         test = Split(raw.test_images, raw.test_labels)
     else:
-        assert config.test_fraction is not None  # DataConfig.check_test_split guarantees it
+        assert config.test_fraction is not None  # DataConfig.check_consistency guarantees it
         rest, test_indices = stratified_split(labels, config.test_fraction, rng)
         test = Split(images[test_indices], labels[test_indices])
         images, labels = images[rest], labels[rest]
@@ -56,28 +56,42 @@ def split_dataset(raw: datasets.RawDataset, config: DataConfig) -> dict[str, Spl
     }
 
 
-def _stats(splits: dict[str, Split], num_classes: int) -> dict[str, Any]:
-    train_pixels = splits["train"].images
+def channel_statistics(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and variance of uint8 images (N, H, W, C), in float64, one image
+    batch at a time so that 50,000 colour images never become a float copy."""
+    channels = images.shape[-1]
+    total = np.zeros(channels)
+    total_squares = np.zeros(channels)
+    for start in range(0, len(images), 4096):
+        batch = images[start : start + 4096].reshape(-1, channels).astype(np.float64)
+        total += batch.sum(axis=0)
+        total_squares += np.square(batch).sum(axis=0)
+    count = images.size // channels
+    mean = total / count
+    variance = total_squares / count - np.square(mean)
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in variance)
+
+
+def _counts(splits: dict[str, Split], num_classes: int) -> dict[str, Any]:
     return {
         "counts": {
             name: np.bincount(split.labels, minlength=num_classes).tolist()
             for name, split in splits.items()
-        },
-        "train_pixel_mean": round(float(train_pixels.mean()), 4),
-        "train_pixel_std": round(float(train_pixels.std()), 4),
+        }
     }
 
 
 def run(config: DataConfig, raw_dir: Path, prepared_dir: Path) -> dict[str, Split]:
-    raw = datasets.read(config.name, raw_dir)
+    raw = datasets.read(config, raw_dir)
     splits = split_dataset(raw, config)
     height, width, channels = raw.images.shape[1:]
-    info = DatasetInfo(config.name, raw.class_names, (height, width, channels))
+    mean, variance = channel_statistics(splits["train"].images)
+    info = DatasetInfo(config.name, raw.class_names, (height, width, channels), mean, variance)
     with atomic_path(prepared_dir) as staged:
         staged.mkdir()
         for name, split in splits.items():
             write_split(staged, name, split)
-        write_info(staged, info, _stats(splits, info.num_classes))
+        write_info(staged, info, _counts(splits, info.num_classes))
     logger.info(
         "%s: %s images of %dx%dx%d in %s",
         config.name,

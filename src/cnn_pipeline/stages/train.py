@@ -19,7 +19,7 @@ import numpy as np
 
 from cnn_pipeline import paths
 from cnn_pipeline.atomic import atomic_path, write_json
-from cnn_pipeline.config import LeNet5Config, MlflowConfig, SimpleCnnConfig, TrainConfig
+from cnn_pipeline.config import AnyModelConfig, AugmentConfig, MlflowConfig, TrainConfig
 from cnn_pipeline.models import build_model
 from cnn_pipeline.prepared import DatasetInfo, load_info, load_split
 from cnn_pipeline.reports.receptive_field import describe, receptive_fields
@@ -111,7 +111,8 @@ def _write_history(history: list[dict[str, float]], path: Path) -> None:
 
 
 def run(
-    model_config: SimpleCnnConfig | LeNet5Config,
+    model_config: AnyModelConfig,
+    augment_config: AugmentConfig,
     train_config: TrainConfig,
     mlflow_config: MlflowConfig,
     params: dict[str, Any],
@@ -131,7 +132,13 @@ def run(
     if device != "CPU":
         # Half-precision matrix maths on the GPU's tensor cores; CPUs only slow down with it.
         keras.mixed_precision.set_global_policy("mixed_float16")
-    model = build_model(model_config, info.image_shape, info.num_classes)
+    model = build_model(
+        model_config,
+        info.image_shape,
+        info.num_classes,
+        augment_config,
+        (info.channel_mean, info.channel_variance),
+    )
     model.compile(
         optimizer=make_optimizer(
             train_config, math.ceil(len(train.labels) / train_config.batch_size)
@@ -173,6 +180,7 @@ def run(
         mlflow.log_params(flatten_params(params))
         mlflow.log_param("model.parameter_count", model.count_params())
         mlflow.log_dict({"layers": [asdict(row) for row in fields]}, "receptive_fields.json")
+        mlflow.log_dict(model_info, "model_info.json")  # class names, input shape
 
         one_hot = keras.utils.to_categorical
         with atomic_path(workdir / paths.CHECKPOINT_DIR) as checkpoint_dir:

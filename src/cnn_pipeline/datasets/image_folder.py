@@ -1,0 +1,133 @@
+"""A folder of your own images, one sub-folder per class (`cats/`, `dogs/`, ...).
+
+The download stage copies the image files into data/raw/ (so DVC versions exactly what was
+trained on); preprocess decodes them with Pillow, converts them to grayscale or RGB and
+resizes them to image_size x image_size, straight into one preallocated uint8 array.
+Unreadable files are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from cnn_pipeline.datasets import RawDataset
+from cnn_pipeline.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif"})
+TRAIN_DIR, TEST_DIR = "train", "test"
+
+
+def _class_files(folder: Path, key: str) -> dict[str, list[Path]]:
+    if not folder.is_dir():
+        raise UserError(
+            f"params.yaml: {key} = {str(folder)!r} is not a folder: give a folder "
+            "with one sub-folder of images per class"
+        )
+    classes = {
+        child.name: sorted(
+            p for p in child.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        for child in sorted(folder.iterdir())
+        if child.is_dir() and not child.name.startswith(".")
+    }
+    if not classes:
+        raise UserError(
+            f"{folder} has no class sub-folders: put each class's images in a "
+            "sub-folder named after the class"
+        )
+    if len(classes) < 2:
+        raise UserError(
+            f"{folder} has a single class ({next(iter(classes))}): a classifier "
+            "needs at least two class sub-folders"
+        )
+    empty = [name for name, files in classes.items() if not files]
+    if empty:
+        raise UserError(
+            f"{folder}: class folder(s) {empty} hold no PNG, JPEG, BMP or GIF "
+            "image: add images or remove the folder"
+        )
+    return classes
+
+
+def fetch(path: Path, test_path: Path | None, raw_dir: Path) -> None:
+    sources = [(TRAIN_DIR, path, "data.path")]
+    if test_path is not None:
+        sources.append((TEST_DIR, test_path, "data.test_path"))
+    for split, folder, key in sources:
+        for class_name, files in _class_files(folder, key).items():
+            target = raw_dir / split / class_name
+            target.mkdir(parents=True)
+            for index, file in enumerate(files):
+                # Numbered names: files from nested folders cannot collide.
+                shutil.copyfile(file, target / f"{index:06d}{file.suffix.lower()}")
+    logger.info(
+        "copied images of %s%s into %s", path, f" and {test_path}" if test_path else "", raw_dir
+    )
+
+
+def _decode(
+    files: list[tuple[Path, int]], image_size: int, channels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    images = np.empty((len(files), image_size, image_size, channels), dtype=np.uint8)
+    labels = np.empty(len(files), dtype=np.uint8)
+    kept = 0
+    unreadable: list[str] = []
+    for path, label in files:
+        try:
+            with Image.open(path) as opened:
+                opened.seek(0)  # first frame of a GIF
+                image = opened.convert("L" if channels == 1 else "RGB")
+                image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            unreadable.append(f"{path.parent.name}/{path.name} ({error})")
+            continue
+        images[kept] = np.asarray(image, dtype=np.uint8).reshape(image_size, image_size, channels)
+        labels[kept] = label
+        kept += 1
+    if unreadable:
+        logger.warning(
+            "skipped %d unreadable image file(s), e.g. %s",
+            len(unreadable),
+            "; ".join(unreadable[:3]),
+        )
+    return images[:kept], labels[:kept]
+
+
+def read(raw_dir: Path, image_size: int, color_mode: str) -> RawDataset:
+    channels = 1 if color_mode == "grayscale" else 3
+    train_classes = _class_files(raw_dir / TRAIN_DIR, "data.path")
+    class_names = tuple(train_classes)
+    if len(class_names) > 256:
+        raise UserError(f"{raw_dir}: {len(class_names)} classes; at most 256 are supported")
+
+    def listed(classes: dict[str, list[Path]]) -> list[tuple[Path, int]]:
+        return [
+            (file, class_names.index(name)) for name, files in classes.items() for file in files
+        ]
+
+    images, labels = _decode(listed(train_classes), image_size, channels)
+    missing = set(range(len(class_names))) - set(labels.tolist())
+    if missing:
+        raise UserError(
+            f"class(es) {sorted(class_names[i] for i in missing)} have no readable "
+            "image: add readable PNG/JPEG/BMP/GIF files"
+        )
+    test_images = test_labels = None
+    if (raw_dir / TEST_DIR).is_dir():
+        test_classes = _class_files(raw_dir / TEST_DIR, "data.test_path")
+        unknown = set(test_classes) - set(class_names)
+        if unknown:
+            raise UserError(
+                f"test folder classes {sorted(unknown)} are not among the training "
+                f"classes {list(class_names)}"
+            )
+        test_images, test_labels = _decode(listed(test_classes), image_size, channels)
+    return RawDataset(images, labels, class_names, test_images, test_labels)
