@@ -66,6 +66,18 @@ def test_experiment_preset_overrides_data_model_augment_and_train() -> None:
     assert "experiment" not in composed
 
 
+@pytest.mark.parametrize("experiment", ["cifar10_resnet", "mnist_fast", "mnist_best"])
+def test_experiment_presets_validate(experiment: str) -> None:
+    composed = yaml.safe_load(compose_params(REPO_ROOT / "conf", [f"experiment={experiment}"]))
+    for read in (
+        config.data_config,
+        config.model_config,
+        config.augment_config,
+        config.train_config,
+    ):
+        read(composed)
+
+
 def test_image_folder_needs_its_path() -> None:
     composed = yaml.safe_load(compose_params(REPO_ROOT / "conf", ["data=image_folder"]))
     with pytest.raises(UserError, match=r"data.path is required .* data.path=/data/pets"):
