@@ -34,7 +34,7 @@ from cnn_pipeline.datasets.mnist import MNIST
 from cnn_pipeline.errors import UserError
 from cnn_pipeline.stages import download
 
-from conftest import data_config
+from conftest import REPO_ROOT, data_config, run_command
 
 MNIST_TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -456,3 +456,24 @@ def test_class_without_a_readable_image_stops_preprocessing(tmp_path: Path) -> N
     download.run(data_config("image_folder", path=str(source)), tmp_path / "raw")
     with pytest.raises(UserError, match=r"class\(es\) \['b'\] have no readable image"):
         image_folder.read(tmp_path / "raw", 8, "rgb")
+
+
+def test_relative_image_folder_is_found_from_a_queued_experiments_copy(tmp_path: Path) -> None:
+    # `dvc exp run --queue` runs stages in a temporary copy; DVC_ROOT names the real repository.
+    repository, temporary_copy = tmp_path / "repository", tmp_path / "copy"
+    make_image_folder(repository / "my_images", {"a": 2, "b": 2})
+    temporary_copy.mkdir()
+    run_command(
+        [
+            "cnn-pipeline",
+            "params",
+            "--config-dir",
+            str(REPO_ROOT / "conf"),
+            "data=image_folder",
+            "data.path=my_images",
+            "data.image_size=8",
+        ],
+        temporary_copy,
+    )
+    run_command(["cnn-pipeline", "download"], temporary_copy, DVC_ROOT=str(repository))
+    assert sorted(p.name for p in (temporary_copy / "data/raw/train").iterdir()) == ["a", "b"]

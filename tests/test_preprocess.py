@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cnn_pipeline.prepared import load_info, load_split
 from cnn_pipeline.stages import download, preprocess
@@ -70,3 +71,19 @@ def test_data_stages_do_not_import_tensorflow_or_sklearn(tmp_path: Path) -> None
             check=True,
         )
         assert result.stdout.strip() == "[]", (stage, result.stdout, result.stderr)
+
+
+def test_an_empty_split_stops_with_advice(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from cnn_pipeline.errors import UserError
+
+    for name in ("a", "b"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for index in range(3):
+            Image.new("L", (8, 8), index * 60).save(tmp_path / "images" / name / f"{index}.png")
+    config = data_config("image_folder", path=str(tmp_path / "images"), image_size=8)
+    download.run(config, tmp_path / "raw")
+    with pytest.raises(UserError, match=r"the validation split of image_folder is empty .* raise"):
+        preprocess.run(config, tmp_path / "raw", tmp_path / "prepared")
+    assert not (tmp_path / "prepared").exists()

@@ -22,6 +22,16 @@ logger = logging.getLogger("cnn_pipeline")
 
 def _download(params: dict[str, Any], workdir: Path) -> None:
     data_config = config.data_config(params)
+    # Relative image folders are relative to the repository, also when `dvc exp run --queue`
+    # runs this stage in a temporary copy of it (DVC_ROOT names the real one).
+    repo_root = Path(os.environ.get("DVC_ROOT") or workdir)
+    data_config = data_config.model_copy(
+        update={
+            key: str(repo_root / value)
+            for key in ("path", "test_path")
+            if (value := getattr(data_config, key)) is not None and not Path(value).is_absolute()
+        }
+    )
     from cnn_pipeline.stages import download
 
     download.run(data_config, workdir / paths.RAW_DIR)

@@ -66,9 +66,6 @@ def fetch(path: Path, test_path: Path | None, raw_dir: Path) -> None:
             for index, file in enumerate(files):
                 # Numbered names: files from nested folders cannot collide.
                 shutil.copyfile(file, target / f"{index:06d}{file.suffix.lower()}")
-    logger.info(
-        "copied images of %s%s into %s", path, f" and {test_path}" if test_path else "", raw_dir
-    )
 
 
 def _decode(

@@ -16,6 +16,7 @@ import numpy as np
 from cnn_pipeline import datasets
 from cnn_pipeline.atomic import atomic_path
 from cnn_pipeline.config import DataConfig
+from cnn_pipeline.errors import UserError
 from cnn_pipeline.prepared import DatasetInfo, Split, write_info, write_split
 
 logger = logging.getLogger(__name__)
@@ -49,11 +50,19 @@ def split_dataset(raw: datasets.RawDataset, config: DataConfig) -> dict[str, Spl
         test = Split(images[test_indices], labels[test_indices])
         images, labels = images[rest], labels[rest]
     train_indices, validation_indices = stratified_split(labels, config.validation_fraction, rng)
-    return {
+    splits = {
         "train": Split(images[train_indices], labels[train_indices]),
         "validation": Split(images[validation_indices], labels[validation_indices]),
         "test": test,
     }
+    for name, split in splits.items():
+        if len(split.labels) == 0:
+            raise UserError(
+                f"the {name} split of {config.name} is empty ({len(raw.labels)} images in "
+                f"{len(raw.class_names)} classes): add images, or raise data.test_fraction / "
+                "data.validation_fraction"
+            )
+    return splits
 
 
 def channel_statistics(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
