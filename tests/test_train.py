@@ -92,3 +92,12 @@ def test_mean_squared_error_loss_trains_on_the_softmax_output(
     )
     # MSE between a softmax and a one-hot target is at most 2/num_classes = 0.2.
     assert 0 < float(metrics["test_loss"]) < 0.2  # type: ignore[arg-type]
+
+
+def test_logged_model_pins_keras_numpy_and_the_backend() -> None:
+    import keras
+
+    requirements = train.serving_requirements()
+    assert requirements[0] == f"keras=={keras.__version__}"
+    assert any(line.startswith("numpy==") for line in requirements)
+    assert any(line.startswith(f"{keras.config.backend()}==") for line in requirements)
