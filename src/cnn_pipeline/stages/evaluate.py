@@ -1,8 +1,8 @@
 """Evaluate stage: test the trained model on the test set it never saw during training.
 
-Writes test loss, accuracy and per-class precision/recall/F1 (metrics/evaluate.json, for
-`dvc metrics show`), every test prediction (a DVC confusion plot) and a confusion-matrix
-PNG, and adds them to the MLflow run that train created.
+Writes test loss, accuracy and macro F1 (metrics/evaluate.json, for `dvc metrics show`),
+per-class precision/recall/F1 (metrics/per_class.json), every test prediction (a DVC
+confusion plot) and a confusion-matrix PNG, and adds them to the MLflow run that train created.
 """
 
 from __future__ import annotations
