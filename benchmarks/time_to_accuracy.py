@@ -74,8 +74,6 @@ def _arm_keras_io(epochs: int, stop_at_target: bool) -> dict[str, Any]:
 
 
 def _arm_project(preset: str, epochs: int | None, stop_at_target: bool) -> dict[str, Any]:
-    import math
-
     import keras
     import yaml
 
@@ -105,9 +103,10 @@ def _arm_project(preset: str, epochs: int | None, stop_at_target: bool) -> dict[
         config.augment_config(params),
         channel_statistics(train.images),
     )
-    steps = math.ceil(len(train.labels) / train_config.batch_size)
     model.compile(
-        optimizer=make_optimizer(train_config, steps), loss=train_config.loss, metrics=["accuracy"]
+        optimizer=make_optimizer(train_config, len(train.labels)),
+        loss=train_config.loss,
+        metrics=["accuracy"],
     )
     validation = splits["validation"]
     fit = {

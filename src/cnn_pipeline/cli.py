@@ -23,8 +23,8 @@ logger = logging.getLogger("cnn_pipeline")
 def _download(params: dict[str, Any], workdir: Path) -> None:
     data_config = config.data_config(params)
     # Relative image folders are relative to the repository, also when `dvc exp run --queue`
-    # runs this stage in a temporary copy of it (DVC_ROOT names the real one).
-    repo_root = Path(os.environ.get("DVC_ROOT") or workdir)
+    # runs this stage in a temporary copy of it.
+    repo_root = paths.repository_root(workdir)
     data_config = data_config.model_copy(
         update={
             key: str(repo_root / value)

@@ -16,7 +16,6 @@ from cnn_pipeline.errors import UserError
 
 DatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "image_folder"]
 DATASETS_WITH_OWN_TEST_SET: frozenset[str] = frozenset({"mnist", "fashion_mnist", "cifar10"})
-DOWNLOADED_DATASETS: frozenset[str] = DATASETS_WITH_OWN_TEST_SET
 IMAGE_FOLDER_KEYS = ("path", "image_size", "color_mode")
 MISSING_VALUE = "???"  # Hydra's mark for a value the user must give
 

@@ -3,7 +3,15 @@
 dvc.yaml names the same paths as stage deps and outs; tests/test_layout.py keeps them in sync.
 """
 
+import os
 from pathlib import Path
+
+
+def repository_root(workdir: Path) -> Path:
+    """The real repository: `dvc exp run --queue` runs stages in a temporary copy of it, and
+    DVC names the original in DVC_ROOT."""
+    return Path(os.environ.get("DVC_ROOT") or workdir).resolve()
+
 
 PARAMS_FILE = Path("params.yaml")
 CONFIG_DIR = Path("conf")

@@ -34,7 +34,7 @@ class TrackingContext:
 
     @classmethod
     def from_environment(cls, workdir: Path) -> TrackingContext:
-        repo_root = Path(os.environ.get("DVC_ROOT") or workdir).resolve()
+        repo_root = paths.repository_root(workdir)
         default_uri = f"sqlite:///{repo_root / paths.MLFLOW_DB_FILE}"
         return cls(
             repo_root=repo_root,

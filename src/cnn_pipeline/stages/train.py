@@ -66,11 +66,12 @@ def make_deterministic(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def make_optimizer(config: TrainConfig, training_images: int) -> keras.optimizers.Optimizer:
     """The configured optimizer; with a cosine schedule the learning rate starts at
     `config.learning_rate` and glides to zero by the last step of the last epoch."""
     learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
     if config.lr_schedule == "cosine":
+        steps_per_epoch = math.ceil(training_images / config.batch_size)
         learning_rate = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=steps_per_epoch * config.epochs
         )
@@ -161,14 +162,13 @@ def run(
         (info.channel_mean, info.channel_variance),
     )
     model.compile(
-        optimizer=make_optimizer(
-            train_config, math.ceil(len(train.labels) / train_config.batch_size)
-        ),
+        optimizer=make_optimizer(train_config, len(train.labels)),
         loss=train_config.loss,
         metrics=["accuracy"],
     )
     model.summary(print_fn=logger.info)
     fields = receptive_fields(model)
+    fields_document = {"layers": [asdict(row) for row in fields]}
     logger.info(
         "receptive fields, in pixels of the input image:\n%s", describe(fields, info.image_shape[0])
     )
@@ -200,7 +200,7 @@ def run(
         run_id = mlflow_run.info.run_id
         mlflow.log_params(flatten_params(params))
         mlflow.log_param("model.parameter_count", model.count_params())
-        mlflow.log_dict({"layers": [asdict(row) for row in fields]}, "receptive_fields.json")
+        mlflow.log_dict(fields_document, "receptive_fields.json")
         mlflow.log_dict(model_info, "model_info.json")  # class names, input shape
 
         one_hot = keras.utils.to_categorical
@@ -263,7 +263,7 @@ def run(
     _write_history(history, workdir / paths.HISTORY_FILE)
     write_json({"run_id": run_id, "experiment_id": experiment}, workdir / paths.RUN_FILE)
     write_json(model_info, workdir / paths.MODEL_INFO_FILE)
-    write_json({"layers": [asdict(row) for row in fields]}, workdir / paths.RECEPTIVE_FIELDS_FILE)
+    write_json(fields_document, workdir / paths.RECEPTIVE_FIELDS_FILE)
     logger.info(
         "trained %s on %s in %.1f s on %s (MLflow run %s)",
         model_config.name,
