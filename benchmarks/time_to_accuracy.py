@@ -5,6 +5,7 @@
     KERAS_BACKEND=jax python benchmarks/time_to_accuracy.py   # another Keras backend
     python benchmarks/time_to_accuracy.py --throughput        # images/s at batch 128-2048 (GPU)
     python benchmarks/time_to_accuracy.py --arm project --preset mnist_best --no-stop
+    python benchmarks/time_to_accuracy.py --arm project --no-stop train.seed=1  # + overrides
 
 Arm (a) is the keras-io example as published: its layout, pixels scaled to [0, 1], batch 128,
 Adam at 0.001, 10% of the training images held out, 15 epochs. Arm (b) is this project's
@@ -12,7 +13,7 @@ Adam at 0.001, 10% of the training images held out, 15 epochs. Arm (b) is this p
 project's prepared split. Both are evaluated on the 10,000 test images after every epoch;
 only time spent in fit() counts as training time (imports, data loading and the per-epoch
 test evaluation are reported apart). Each arm runs in its own process, so peak memory is
-its own. Real MNIST is read from ../shared/datasets/mnist.
+its own. Real MNIST is read from ../shared/datasets/mnist, or from $CNN_PIPELINE_MNIST_DIR.
 """
 
 from __future__ import annotations
@@ -29,14 +30,19 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
+MNIST_DIR_VARIABLE = "CNN_PIPELINE_MNIST_DIR"  # where the four MNIST .gz files are, if not there
 TARGET = 0.99
+
+
+def _mnist_dir() -> Path:
+    return Path(os.environ.get(MNIST_DIR_VARIABLE, MNIST_DIR))
 
 
 def _load_mnist() -> tuple[Any, Any, Any, Any]:
     from cnn_pipeline.datasets import idx
     from cnn_pipeline.datasets.mnist import MNIST
 
-    raw = idx.read(MNIST, MNIST_DIR)
+    raw = idx.read(MNIST, _mnist_dir())
     return raw.images, raw.labels, raw.test_images, raw.test_labels
 
 
@@ -73,58 +79,62 @@ def _arm_keras_io(epochs: int, stop_at_target: bool) -> dict[str, Any]:
     return _train(model, x, y, x_test, test_labels, fit, epochs, stop_at_target, load_seconds)
 
 
-def _arm_project(preset: str, epochs: int | None, stop_at_target: bool) -> dict[str, Any]:
+def _arm_project(
+    preset: str, overrides: list[str], epochs: int | None, stop_at_target: bool
+) -> dict[str, Any]:
     import keras
     import yaml
 
-    from cnn_pipeline import config
+    from cnn_pipeline import accelerators, config
     from cnn_pipeline.compose import compose_params
-    from cnn_pipeline.models import build_model
+    from cnn_pipeline.datasets import RawDataset
+    from cnn_pipeline.prepared import DatasetInfo
     from cnn_pipeline.stages.preprocess import channel_statistics, split_dataset
-    from cnn_pipeline.stages.train import make_deterministic, make_optimizer
+    from cnn_pipeline.stages.train import compiled_model, configure_backend
 
-    params = yaml.safe_load(compose_params(REPO_ROOT / "conf", [f"experiment={preset}"]))
+    params = yaml.safe_load(
+        compose_params(REPO_ROOT / "conf", [f"experiment={preset}", *overrides])
+    )
     train_config = config.train_config(params)
     if epochs is not None:
         train_config = train_config.model_copy(update={"epochs": epochs})
     started = time.perf_counter()
     images, labels, test_images, test_labels = _load_mnist()
-    from cnn_pipeline.datasets import RawDataset
-
     raw = RawDataset(images, labels, tuple("0123456789"), test_images, test_labels)
     splits = split_dataset(raw, config.data_config(params))
+    train, validation = splits["train"], splits["validation"]
+    mean, variance = channel_statistics(train.images)
+    info = DatasetInfo("mnist", raw.class_names, (28, 28, 1), mean, variance)
     load_seconds = time.perf_counter() - started
-    make_deterministic(train_config.seed)
-    train = splits["train"]
-    model = build_model(
-        config.model_config(params),
-        (28, 28, 1),
-        10,
-        config.augment_config(params),
-        channel_statistics(train.images),
-    )
-    model.compile(
-        optimizer=make_optimizer(train_config, len(train.labels)),
-        loss=train_config.loss,
-        metrics=["accuracy"],
-    )
-    validation = splits["validation"]
-    fit = {
-        "batch_size": train_config.batch_size,
-        "validation_data": (validation.images, keras.utils.to_categorical(validation.labels, 10)),
-    }
-    y = keras.utils.to_categorical(train.labels, 10)
-    return _train(
-        model,
-        train.images,
-        y,
-        test_images,
-        test_labels,
-        fit,
-        train_config.epochs,
-        stop_at_target,
-        load_seconds,
-    )
+    found = accelerators.detect()
+    configure_backend(train_config.seed, found)
+    with accelerators.data_parallel(accelerators.training_devices(found, train_config.distribute)):
+        model = compiled_model(
+            config.model_config(params),
+            config.augment_config(params),
+            train_config,
+            info,
+            len(train.labels),
+        )
+        fit = {
+            "batch_size": train_config.batch_size,
+            "validation_data": (
+                validation.images,
+                keras.utils.to_categorical(validation.labels, 10),
+            ),
+        }
+        y = keras.utils.to_categorical(train.labels, 10)
+        return _train(
+            model,
+            train.images,
+            y,
+            test_images,
+            test_labels,
+            fit,
+            train_config.epochs,
+            stop_at_target,
+            load_seconds,
+        )
 
 
 def _train(
@@ -189,41 +199,46 @@ def _train(
 
 
 def _throughput() -> None:
-    """Training images per second for the MNIST and the 32x32x3 models, batch 128 to 2048."""
+    """Training images per second for the MNIST and the 32x32x3 models, batch 128 to 2048,
+    in float32 and in the precision policy the training code picks for this machine."""
     import keras
     import numpy as np
     import yaml
 
-    from cnn_pipeline import config
+    from cnn_pipeline import accelerators, config
     from cnn_pipeline.compose import compose_params
     from cnn_pipeline.models import build_model
-    from cnn_pipeline.stages.train import describe_device
 
+    found = accelerators.detect()
+    policies = dict.fromkeys(["float32", accelerators.precision_policy(found)])
     for preset, shape in (
         ("experiment=mnist_fast", (28, 28, 1)),
         ("experiment=cifar10_resnet", (32, 32, 3)),
     ):
         params = yaml.safe_load(compose_params(REPO_ROOT / "conf", [preset]))
-        for batch_size in (128, 256, 512, 1024, 2048):
-            model = build_model(config.model_config(params), shape, 10)
-            model.compile(optimizer="adam", loss="categorical_crossentropy")
-            x = np.random.default_rng(0).integers(0, 256, (batch_size * 20, *shape), np.uint8)
-            y = keras.utils.to_categorical(np.arange(len(x)) % 10, 10)
-            model.fit(
-                x[: batch_size * 2], y[: batch_size * 2], batch_size=batch_size, verbose=0
-            )  # compile and warm up
-            started = time.perf_counter()
-            model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
-            rate = len(x) / (time.perf_counter() - started)
-            print(
-                f"{preset} {shape} batch {batch_size}: {rate:,.0f} images/s "
-                f"({describe_device()}, {keras.config.backend()})",
-                flush=True,
-            )
+        for policy in policies:
+            keras.config.set_dtype_policy(policy)
+            for batch_size in (128, 256, 512, 1024, 2048):
+                model = build_model(config.model_config(params), shape, 10)
+                model.compile(optimizer="adam", loss="categorical_crossentropy")
+                x = np.random.default_rng(0).integers(0, 256, (batch_size * 20, *shape), np.uint8)
+                y = keras.utils.to_categorical(np.arange(len(x)) % 10, 10)
+                warm_up = slice(0, batch_size * 2)
+                model.fit(x[warm_up], y[warm_up], batch_size=batch_size, verbose=0)  # compiles
+                started = time.perf_counter()
+                model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
+                rate = len(x) / (time.perf_counter() - started)
+                print(
+                    f"{preset} {shape} {policy} batch {batch_size}: {rate:,.0f} images/s "
+                    f"({found.describe()}, {keras.config.backend()})",
+                    flush=True,
+                )
 
 
-def _run_arm_in_child(arm: str, preset: str, epochs: int | None, stop: bool) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--arm", arm, "--preset", preset]
+def _run_arm_in_child(
+    arm: str, preset: str, overrides: list[str], epochs: int | None, stop: bool
+) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--arm", arm, "--preset", preset, *overrides]
     if epochs is not None:
         command += ["--epochs", str(epochs)]
     if not stop:
@@ -255,23 +270,31 @@ def main() -> None:
         help="run one arm alone and print its figures as JSON",
     )
     parser.add_argument("--throughput", action="store_true", help="images/s per batch size")
+    parser.add_argument(
+        "overrides", nargs="*", help="arm (b)'s overrides of the preset, e.g. train.epochs=30"
+    )
     arguments = parser.parse_args()
-    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
-        parser.exit(2, f"real MNIST not found in {MNIST_DIR}\n")
     if arguments.throughput:
         _throughput()
         return
+    mnist_dir = _mnist_dir()
+    if not (mnist_dir / "train-images-idx3-ubyte.gz").is_file():
+        parser.exit(2, f"real MNIST not found in {mnist_dir}: set {MNIST_DIR_VARIABLE}\n")
     stop = not arguments.no_stop
     if arguments.arm == "keras-io":
         print(json.dumps(_arm_keras_io(arguments.epochs or 15, stop)))
         return
     if arguments.arm == "project":
-        print(json.dumps(_arm_project(arguments.preset, arguments.epochs, stop)))
+        print(
+            json.dumps(_arm_project(arguments.preset, arguments.overrides, arguments.epochs, stop))
+        )
         return
     print("arm (a): keras-io Simple MNIST convnet", file=sys.stderr)
-    keras_io = _run_arm_in_child("keras-io", arguments.preset, arguments.epochs, stop)
+    keras_io = _run_arm_in_child("keras-io", arguments.preset, [], arguments.epochs, stop)
     print(f"arm (b): project preset experiment={arguments.preset}", file=sys.stderr)
-    project = _run_arm_in_child("project", arguments.preset, arguments.epochs, stop)
+    project = _run_arm_in_child(
+        "project", arguments.preset, arguments.overrides, arguments.epochs, stop
+    )
     for name, result in (("(a) keras-io", keras_io), (f"(b) {arguments.preset}", project)):
         print(
             f"{name}: "

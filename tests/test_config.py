@@ -44,7 +44,9 @@ def test_group_overrides_swap_the_whole_group() -> None:
 
 
 @pytest.mark.parametrize("data", ["digits", "mnist", "fashion_mnist", "cifar10"])
-@pytest.mark.parametrize("model", ["simple_cnn_bn", "simple_cnn", "lenet5", "resnet"])
+@pytest.mark.parametrize(
+    "model", sorted(path.stem for path in (REPO_ROOT / "conf/model").glob("*.yaml"))
+)
 def test_every_data_and_model_preset_validates(data: str, model: str) -> None:
     composed = yaml.safe_load(
         compose_params(REPO_ROOT / "conf", [f"data={data}", f"model={model}"])
@@ -66,7 +68,9 @@ def test_experiment_preset_overrides_data_model_augment_and_train() -> None:
     assert "experiment" not in composed
 
 
-@pytest.mark.parametrize("experiment", ["cifar10_resnet", "mnist_fast", "mnist_best"])
+@pytest.mark.parametrize(
+    "experiment", sorted(path.stem for path in (REPO_ROOT / "conf/experiment").glob("*.yaml"))
+)
 def test_experiment_presets_validate(experiment: str) -> None:
     composed = yaml.safe_load(compose_params(REPO_ROOT / "conf", [f"experiment={experiment}"]))
     for read in (
@@ -135,7 +139,8 @@ BAD_VALUES = [
         "model",
         "name",
         "vgg",
-        "model.name = 'vgg' is invalid: Input should be one of 'simple_cnn', 'lenet5', 'resnet'",
+        "model.name = 'vgg' is invalid: Input should be one of "
+        "'simple_cnn', 'fast_cnn', 'lenet5', 'resnet'",
     ),
     (
         "train",
@@ -245,3 +250,12 @@ def test_missing_params_file_says_how_to_make_one(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "params.yaml not found" in result.stderr
     assert "cnn-pipeline params" in result.stderr
+
+
+def test_warmup_must_leave_epochs_at_the_full_learning_rate() -> None:
+    params = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    params["train"].update(epochs=2, warmup_epochs=2)
+    with pytest.raises(UserError, match=r"train.warmup_epochs = 2 leaves no epoch .* smaller"):
+        config.train_config(params)
+    params["train"]["warmup_epochs"] = 0.5
+    assert config.train_config(params).warmup_epochs == 0.5

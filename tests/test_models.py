@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cnn_pipeline.config import AugmentConfig, LeNet5Config, ResNetConfig, SimpleCnnConfig
+from cnn_pipeline.config import (
+    AugmentConfig,
+    FastCnnConfig,
+    LeNet5Config,
+    ResNetConfig,
+    SimpleCnnConfig,
+)
 from cnn_pipeline.errors import UserError
 from cnn_pipeline.models import build_model
 
@@ -21,6 +27,9 @@ SIMPLE_CNN = SimpleCnnConfig(
 SIMPLE_CNN_BN = SIMPLE_CNN.model_copy(
     update={"min_input_size": None, "padding": "same", "batch_norm": True}
 )
+FAST_CNN = FastCnnConfig(
+    name="fast_cnn", min_input_size=28, filters=[32, 64], stem_kernel_size=5, dropout_rate=0.0
+)
 RESNET = ResNetConfig(
     name="resnet", min_input_size=None, filters=[16, 32, 64], blocks_per_stage=3, dropout_rate=0.0
 )
@@ -31,8 +40,8 @@ LENET5 = LeNet5Config(
 
 @pytest.mark.parametrize(
     "model_config",
-    [SIMPLE_CNN, SIMPLE_CNN_BN, LENET5, RESNET],
-    ids=["simple_cnn", "simple_cnn_bn", "lenet5", "resnet"],
+    [SIMPLE_CNN, SIMPLE_CNN_BN, FAST_CNN, LENET5, RESNET],
+    ids=["simple_cnn", "simple_cnn_bn", "fast_cnn", "lenet5", "resnet"],
 )
 @pytest.mark.parametrize("input_shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
 def test_output_is_one_probability_per_class(
@@ -48,6 +57,17 @@ def test_output_is_one_probability_per_class(
 def test_simple_cnn_matches_the_keras_io_example_size() -> None:
     # keras-io's "Simple MNIST convnet" reports 34,826 trainable parameters.
     assert build_model(SIMPLE_CNN, (28, 28, 1), 10).count_params() == 34_826
+
+
+def test_fast_cnn_strides_its_stem_and_pools_before_normalising() -> None:
+    model = build_model(FAST_CNN, (28, 28, 1), 10)
+    shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
+    assert shapes["stem_conv"] == (12, 12, 32)  # 5x5 filters at every other pixel
+    assert shapes["conv1"] == (10, 10, 64)
+    assert shapes["pool1"] == (5, 5, 64)
+    names = [layer.name for layer in model.layers]
+    assert names.index("pool1") < names.index("batch_norm1") < names.index("relu1")
+    assert model.count_params() == 35_626  # keras-io's size, within 2%
 
 
 def test_lenet5_matches_the_paper_layout() -> None:

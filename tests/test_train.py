@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from cnn_pipeline.config import (
     SimpleCnnConfig,
     TrainConfig,
 )
+from cnn_pipeline.errors import UserError
 from cnn_pipeline.stages import download, evaluate, preprocess, train
 from cnn_pipeline.tracking import TrackingContext
 
@@ -33,10 +35,12 @@ TRAIN = TrainConfig(
     optimizer="adam",
     learning_rate=0.003,
     lr_schedule="cosine",
+    warmup_epochs=0,
     batch_size=64,
     epochs=2,
     seed=7,
     loss="categorical_crossentropy",
+    distribute=True,
 )
 
 
@@ -101,3 +105,58 @@ def test_logged_model_pins_keras_numpy_and_the_backend() -> None:
     assert requirements[0] == f"keras=={keras.__version__}"
     assert any(line.startswith("numpy==") for line in requirements)
     assert any(line.startswith(f"{keras.config.backend()}==") for line in requirements)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    # learning rate at steps 0, 5 (end of warmup), 10 and 20 (the last) of 2 epochs x 10 steps
+    [
+        ("cosine", [0.0, 0.01, 0.01 * (1 + math.cos(math.pi / 3)) / 2, 0.0]),
+        ("constant", [0, 0.01, 0.01, 0.01]),
+    ],
+)
+def test_learning_rate_warms_up_then_follows_the_schedule(
+    schedule: str, expected: list[float]
+) -> None:
+    config = TRAIN.model_copy(
+        update={"lr_schedule": schedule, "learning_rate": 0.01, "warmup_epochs": 0.5}
+    )
+    schedule = train.learning_rate_schedule(config, training_images=10 * config.batch_size)
+    assert callable(schedule)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 20)]
+    assert rates == pytest.approx(expected, abs=1e-7)
+
+
+def test_constant_learning_rate_without_warmup_is_a_plain_number() -> None:
+    config = TRAIN.model_copy(update={"lr_schedule": "constant"})
+    assert train.learning_rate_schedule(config, 640) == 0.003
+
+
+def test_a_broken_tracking_store_stops_training_early_and_records_no_run(
+    prepared_workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(prepared_workdir / "data", tmp_path / "data")
+    not_a_folder = tmp_path / "not_a_folder"
+    not_a_folder.write_text("")
+    context = TrackingContext(
+        repo_root=tmp_path,
+        tracking_uri=f"sqlite:///{not_a_folder / 'mlflow.db'}",
+        dvc_experiment=None,
+        baseline_commit=None,
+    )
+    epochs = 60
+    with pytest.raises(
+        UserError, match=r"MLflow cannot record the run in sqlite:///.*not_a_folder"
+    ):
+        train.run(
+            MODEL,
+            NO_AUGMENTATION,
+            TRAIN.model_copy(update={"epochs": epochs}),
+            MlflowConfig(experiment_name="test", registered_model_name="m"),
+            {},
+            context,
+            tmp_path,
+        )
+    assert capsys.readouterr().out.count("Epoch ") < epochs
+    assert not (tmp_path / "models/mlflow_run.json").exists()
+    assert not (tmp_path / "models/model.keras").exists()

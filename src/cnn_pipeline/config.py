@@ -89,6 +89,14 @@ class SimpleCnnConfig(_Section):
     dropout_rate: Annotated[float, Field(ge=0, lt=1)]
 
 
+class FastCnnConfig(_Section):
+    name: Literal["fast_cnn"]
+    min_input_size: PositiveInt | None
+    filters: Annotated[list[PositiveInt], Field(min_length=1)]
+    stem_kernel_size: PositiveInt
+    dropout_rate: Annotated[float, Field(ge=0, lt=1)]
+
+
 class LeNet5Config(_Section):
     name: Literal["lenet5"]
     min_input_size: PositiveInt | None
@@ -105,11 +113,11 @@ class ResNetConfig(_Section):
     dropout_rate: Annotated[float, Field(ge=0, lt=1)]
 
 
-AnyModelConfig = SimpleCnnConfig | LeNet5Config | ResNetConfig
+AnyModelConfig = SimpleCnnConfig | FastCnnConfig | LeNet5Config | ResNetConfig
 ModelConfig = Annotated[AnyModelConfig, Field(discriminator="name")]
 MODEL_NAMES: tuple[str, ...] = tuple(
     member.model_fields["name"].annotation.__args__[0]  # type: ignore[union-attr]
-    for member in (SimpleCnnConfig, LeNet5Config, ResNetConfig)
+    for member in (SimpleCnnConfig, FastCnnConfig, LeNet5Config, ResNetConfig)
 )
 
 
@@ -128,10 +136,20 @@ class TrainConfig(_Section):
     optimizer: Literal["adam", "sgd", "rmsprop"]
     learning_rate: Annotated[float, Field(gt=0)]
     lr_schedule: Literal["constant", "cosine"]
+    warmup_epochs: Annotated[float, Field(ge=0)]
     batch_size: PositiveInt
     epochs: PositiveInt
     seed: Annotated[int, Field(ge=0)]
     loss: Literal["categorical_crossentropy", "mean_squared_error"]
+    distribute: bool
+
+    def check_consistency(self) -> None:
+        if self.warmup_epochs >= self.epochs:
+            raise UserError(
+                f"params.yaml: train.warmup_epochs = {self.warmup_epochs:g} leaves no epoch to "
+                f"train at the full learning rate: make it smaller than train.epochs "
+                f"({self.epochs}), e.g. a fraction such as 0.2"
+            )
 
 
 class EvaluateConfig(_Section):
@@ -224,7 +242,9 @@ def augment_config(params: dict[str, Any]) -> AugmentConfig:
 
 
 def train_config(params: dict[str, Any]) -> TrainConfig:
-    return _validate(TypeAdapter(TrainConfig), _section(params, "train"), "train")
+    config = _validate(TypeAdapter(TrainConfig), _section(params, "train"), "train")
+    config.check_consistency()
+    return config
 
 
 def evaluate_config(params: dict[str, Any]) -> EvaluateConfig:

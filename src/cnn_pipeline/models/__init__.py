@@ -11,6 +11,7 @@ from keras import layers
 from cnn_pipeline.config import (
     AnyModelConfig,
     AugmentConfig,
+    FastCnnConfig,
     LeNet5Config,
     ResNetConfig,
     SimpleCnnConfig,
@@ -72,12 +73,14 @@ def build_model(
     augment: AugmentConfig | None = None,
     pixel_stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> keras.Model:
-    from cnn_pipeline.models import lenet5, resnet, simple_cnn
+    from cnn_pipeline.models import fast_cnn, lenet5, resnet, simple_cnn
 
     inputs, x = input_block(input_shape, config.min_input_size, augment, pixel_stats)
     try:
         if isinstance(config, SimpleCnnConfig):
             features = simple_cnn.features(config, x)
+        elif isinstance(config, FastCnnConfig):
+            features = fast_cnn.features(config, x)
         elif isinstance(config, LeNet5Config):
             features = lenet5.features(config, x)
         elif isinstance(config, ResNetConfig):

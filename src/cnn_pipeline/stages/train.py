@@ -18,12 +18,19 @@ import keras
 import numpy as np
 
 from cnn_pipeline import paths
+from cnn_pipeline.accelerators import (
+    Accelerators,
+    data_parallel,
+    detect,
+    precision_policy,
+    training_devices,
+)
 from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.config import AnyModelConfig, AugmentConfig, MlflowConfig, TrainConfig
 from cnn_pipeline.models import build_model
 from cnn_pipeline.prepared import DatasetInfo, load_info, load_split
 from cnn_pipeline.reports.receptive_field import describe, receptive_fields
-from cnn_pipeline.tracking import TrackingContext, experiment_id, flatten_params
+from cnn_pipeline.tracking import BackgroundRun, TrackingContext, flatten_params
 
 logger = logging.getLogger(__name__)
 
@@ -38,43 +45,44 @@ class TrainResult:
     seconds: float
 
 
-def describe_device() -> str:
-    """'GPU: <name>' when the Keras backend sees a GPU, else 'CPU'."""
-    backend = keras.config.backend()
-    names: list[str] = []
-    if backend == "tensorflow":
-        import tensorflow as tf
+def configure_backend(seed: int, accelerators: Accelerators) -> None:
+    """Seed Python, NumPy and the backend; pick the precision policy.
 
-        gpus = tf.config.list_physical_devices("GPU")
-        names = [
-            tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
-            for gpu in gpus
-        ]
-    elif backend == "jax":
-        import jax
-
-        names = [str(device.device_kind) for device in jax.devices() if device.platform == "gpu"]
-    return f"GPU: {', '.join(names)}" if names else "CPU"
-
-
-def make_deterministic(seed: int) -> None:
-    """Seed Python, NumPy and the backend; make TensorFlow's kernels deterministic."""
+    On a CPU TensorFlow's kernels are also made deterministic, so that the same params and
+    seed give the same metrics. On GPUs speed comes first: deterministic kernels would turn
+    off XLA compilation (Keras compiles with XLA on GPUs) and pick slower convolutions.
+    """
     keras.utils.set_random_seed(seed)
-    if keras.config.backend() == "tensorflow":
+    keras.config.set_dtype_policy(precision_policy(accelerators))
+    if keras.config.backend() == "tensorflow" and not accelerators.gpus:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
 
 
+def learning_rate_schedule(
+    config: TrainConfig, training_images: int
+) -> float | keras.optimizers.schedules.LearningRateSchedule:
+    """The learning rate first rises linearly from 0 over `warmup_epochs`, then stays at
+    `learning_rate` (constant) or glides from it to zero by the last step of the last epoch
+    (cosine). A plain number when it never changes."""
+    steps_per_epoch = math.ceil(training_images / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    if not warmup_steps and config.lr_schedule == "constant":
+        return config.learning_rate
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else config.learning_rate,
+        decay_steps=max(total_steps - warmup_steps, 1),
+        alpha=1.0 if config.lr_schedule == "constant" else 0.0,  # 1.0: no decay at all
+        warmup_target=config.learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps,
+    )
+
+
 def make_optimizer(config: TrainConfig, training_images: int) -> keras.optimizers.Optimizer:
-    """The configured optimizer; with a cosine schedule the learning rate starts at
-    `config.learning_rate` and glides to zero by the last step of the last epoch."""
-    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = config.learning_rate
-    if config.lr_schedule == "cosine":
-        steps_per_epoch = math.ceil(training_images / config.batch_size)
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate, decay_steps=steps_per_epoch * config.epochs
-        )
+    """The configured optimizer, stepping along `learning_rate_schedule`."""
+    learning_rate = learning_rate_schedule(config, training_images)
     optimizers = {
         "adam": keras.optimizers.Adam,
         "sgd": keras.optimizers.SGD,
@@ -84,6 +92,31 @@ def make_optimizer(config: TrainConfig, training_images: int) -> keras.optimizer
         learning_rate=learning_rate
     )
     return optimizer
+
+
+def compiled_model(
+    model_config: AnyModelConfig,
+    augment_config: AugmentConfig,
+    train_config: TrainConfig,
+    info: DatasetInfo,
+    training_images: int,
+) -> keras.Model:
+    """The configured network with its normalisation and augmentation layers, compiled with
+    the configured optimizer and loss. Call `configure_backend` first; build inside
+    `accelerators.data_parallel` to train on several devices."""
+    model = build_model(
+        model_config,
+        info.image_shape,
+        info.num_classes,
+        augment_config,
+        (info.channel_mean, info.channel_variance),
+    )
+    model.compile(
+        optimizer=make_optimizer(train_config, training_images),
+        loss=train_config.loss,
+        metrics=["accuracy"],
+    )
+    return model
 
 
 BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
@@ -108,21 +141,15 @@ def serving_requirements() -> list[str]:
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):  # type: ignore[misc]
-    """Logs every epoch's metrics in one `log_batch` call (one call per value costs ~11 ms)."""
+    """Hands every epoch's metrics to the logging thread, as one call (step = epoch)."""
 
-    def __init__(self, client: Any, run_id: str) -> None:
+    def __init__(self, tracked: BackgroundRun) -> None:
         super().__init__()
-        self.client = client
-        self.run_id = run_id
+        self.tracked = tracked
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        from mlflow.entities import Metric
-
-        timestamp = int(time.time() * 1000)
-        metrics = [
-            Metric(key, float(value), timestamp, epoch + 1) for key, value in (logs or {}).items()
-        ]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        self.tracked.raise_if_failed()  # a broken store stops training here, not at the end
+        self.tracked.log_metrics(logs or {}, step=epoch + 1)
 
 
 def _write_history(history: list[dict[str, float]], path: Path) -> None:
@@ -149,40 +176,15 @@ def run(
     train = load_split(workdir / paths.PREPARED_DIR, "train")
     validation = load_split(workdir / paths.PREPARED_DIR, "validation")
 
-    make_deterministic(train_config.seed)
-    device = describe_device()
-    if device != "CPU":
-        # Half-precision matrix maths on the GPU's tensor cores; CPUs only slow down with it.
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    model = build_model(
-        model_config,
-        info.image_shape,
-        info.num_classes,
-        augment_config,
-        (info.channel_mean, info.channel_variance),
-    )
-    model.compile(
-        optimizer=make_optimizer(train_config, len(train.labels)),
-        loss=train_config.loss,
-        metrics=["accuracy"],
-    )
-    model.summary(print_fn=logger.info)
-    fields = receptive_fields(model)
-    fields_document = {"layers": [asdict(row) for row in fields]}
-    logger.info(
-        "receptive fields, in pixels of the input image:\n%s", describe(fields, info.image_shape[0])
-    )
+    accelerators = detect()
+    device = accelerators.describe()
+    configure_backend(train_config.seed, accelerators)
     model_info = {
         "dataset": info.name,
         "class_names": list(info.class_names),
         "image_shape": list(info.image_shape),
     }
 
-    import mlflow
-    from mlflow.models import infer_signature
-
-    mlflow.set_tracking_uri(context.tracking_uri)
-    client = mlflow.MlflowClient()
     tags = {
         "dataset": info.name,
         "model": model_config.name,
@@ -195,13 +197,25 @@ def run(
         tags["dvc.experiment"] = context.dvc_experiment
     run_name = context.dvc_experiment or f"{model_config.name}-{info.name}"
 
-    experiment = experiment_id(client, mlflow_config.experiment_name, context)
-    with mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=tags) as mlflow_run:
-        run_id = mlflow_run.info.run_id
-        mlflow.log_params(flatten_params(params))
-        mlflow.log_param("model.parameter_count", model.count_params())
-        mlflow.log_dict(fields_document, "receptive_fields.json")
-        mlflow.log_dict(model_info, "model_info.json")  # class names, input shape
+    # MLflow works on a thread of its own from here on: training starts at once.
+    with (
+        BackgroundRun(
+            context, mlflow_config.experiment_name, run_name, tags, flatten_params(params)
+        ) as tracked,
+        data_parallel(training_devices(accelerators, train_config.distribute)),
+    ):
+        model = compiled_model(model_config, augment_config, train_config, info, len(train.labels))
+        model.summary(print_fn=logger.info)
+        fields = receptive_fields(model)
+        fields_document = {"layers": [asdict(row) for row in fields]}
+        logger.info(
+            "receptive fields, in pixels of the input image:\n%s",
+            describe(fields, info.image_shape[0]),
+        )
+        parameter_count = model.count_params()
+        tracked.call(lambda mlflow: mlflow.log_param("model.parameter_count", parameter_count))
+        tracked.call(lambda mlflow: mlflow.log_dict(fields_document, "receptive_fields.json"))
+        tracked.call(lambda mlflow: mlflow.log_dict(model_info, "model_info.json"))
 
         one_hot = keras.utils.to_categorical
         with atomic_path(workdir / paths.CHECKPOINT_DIR) as checkpoint_dir:
@@ -221,7 +235,7 @@ def run(
                     keras.callbacks.ModelCheckpoint(
                         str(checkpoint_dir / "epoch_{epoch:03d}.keras")
                     ),
-                    MlflowEpochLogger(client, run_id),
+                    MlflowEpochLogger(tracked),
                 ],
                 verbose=2,
             )
@@ -235,19 +249,28 @@ def run(
             for epoch in range(len(fit.history["loss"]))
         ]
         images_per_second = len(train.labels) * train_config.epochs / seconds
-        mlflow.log_metrics({"train_seconds": seconds, "train_images_per_second": images_per_second})
+        tracked.log_metrics(
+            {"train_seconds": seconds, "train_images_per_second": images_per_second}
+        )
+        sample = train.images[:4].astype(np.float32)
+        probabilities = model.predict(sample, verbose=0)
+
+        def log_model(mlflow: Any) -> None:
+            from mlflow.models import infer_signature
+
+            mlflow.keras.log_model(
+                model,
+                name="model",
+                signature=infer_signature(sample, probabilities),
+                registered_model_name=mlflow_config.registered_model_name,
+                metadata=model_info,  # class names travel with the registered model
+                pip_requirements=serving_requirements(),
+            )
 
         with atomic_path(workdir / paths.MODEL_FILE) as staged_model:
             model.save(staged_model)
-        sample = train.images[:4].astype(np.float32)
-        mlflow.keras.log_model(
-            model,
-            name="model",
-            signature=infer_signature(sample, model.predict(sample, verbose=0)),
-            registered_model_name=mlflow_config.registered_model_name,
-            metadata=model_info,  # class names travel with the registered model
-            pip_requirements=serving_requirements(),
-        )
+        tracked.call(log_model)  # not at the same time as model.save: one save at a time
+    run_id, experiment = tracked.ids
 
     final = history[-1]
     write_json(

@@ -1,0 +1,39 @@
+"""The fastest route to 99% on MNIST on a CPU: the simple_cnn idea, rearranged so that no
+arithmetic is spent on values that are thrown away.
+
+- The stem is a 5x5 convolution with stride 2: it learns edge and curve detectors like
+  simple_cnn's first layer but evaluates them only at every other pixel, so 28x28 becomes
+  12x12 at once, instead of a full 26x26 map that max pooling then shrinks to 13x13.
+- Each later block is a 3x3 convolution followed by 2x2 max pooling *before* batch
+  normalisation and ReLU. Pooling picks the largest value per channel, and a per-channel
+  shift-and-scale with a positive scale and ReLU keep that order, so the block computes
+  nearly what conv -> norm -> ReLU -> pool computes, on a quarter of the values.
+- Batch normalisation lets training use a large learning rate from the first epoch.
+
+On 28x28 inputs with filters [32, 64] it has 35,626 weights, about keras-io's count.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from cnn_pipeline.config import FastCnnConfig
+
+
+def features(config: FastCnnConfig, x: keras.KerasTensor) -> keras.KerasTensor:
+    """Strided stem, then convolution + pooling blocks; the flattened features the softmax reads."""
+    stem_filters, *block_filters = config.filters
+    x = layers.Conv2D(
+        stem_filters, config.stem_kernel_size, strides=2, use_bias=False, name="stem_conv"
+    )(x)
+    # momentum 0.9: the statistics used at inference settle within the first hundred steps.
+    x = layers.BatchNormalization(momentum=0.9, name="stem_batch_norm")(x)
+    x = layers.Activation("relu", name="stem_relu")(x)
+    for block, filters in enumerate(block_filters, start=1):
+        x = layers.Conv2D(filters, 3, use_bias=False, name=f"conv{block}")(x)
+        x = layers.MaxPooling2D(pool_size=2, name=f"pool{block}")(x)
+        x = layers.BatchNormalization(momentum=0.9, name=f"batch_norm{block}")(x)
+        x = layers.Activation("relu", name=f"relu{block}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    return layers.Dropout(config.dropout_rate, name="dropout")(x)
