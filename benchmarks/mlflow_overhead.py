@@ -31,7 +31,7 @@ from unittest import mock
 stand_in = mock.MagicMock()
 stand_in.start_run.return_value.info.run_id = "no-mlflow"
 stand_in.active_run.return_value = None
-for name in ("mlflow", "mlflow.keras", "mlflow.models"):
+for name in ("mlflow", "mlflow.keras", "mlflow.models", "mlflow.models.signature"):
     sys.modules[name] = stand_in
 from cnn_pipeline.cli import main
 sys.exit(main(["train"]))

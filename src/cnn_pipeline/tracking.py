@@ -128,6 +128,7 @@ class BackgroundRun:
     ) -> tuple[str, str]:
         import mlflow
         import mlflow.keras  # imported here, off the training thread, for log_model later
+        import mlflow.models.signature  # and infer_signature, for the same
 
         mlflow.set_tracking_uri(context.tracking_uri)
         try:
