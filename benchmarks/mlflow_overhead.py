@@ -14,15 +14,14 @@ and registration, and the CPU its logging thread takes from training.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from pipeline import timed  # also puts tests/ on the path, for conftest
+
+from conftest import REPO_ROOT, run_command
 
 # Runs the train stage with `import mlflow` answered by a stand-in that accepts every call.
 WITHOUT_MLFLOW = """
@@ -39,39 +38,26 @@ sys.exit(main(["train"]))
 WITH_MLFLOW = "import sys\nfrom cnn_pipeline.cli import main\nsys.exit(main(['train']))"
 
 
-def _stage_seconds(code: str, workdir: Path) -> float:
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=workdir,
-        check=True,
-        capture_output=True,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    return time.perf_counter() - started
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3, help="runs of each arm (default 3)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. experiment=mnist_fast")
     arguments = parser.parse_args()
-    cli = [sys.executable, "-m", "cnn_pipeline.cli"]
     with tempfile.TemporaryDirectory(prefix="mlflow-overhead-") as directory:
         workdir = Path(directory)
-        subprocess.run(
-            [*cli, "params", *arguments.overrides, "--config-dir", str(REPO_ROOT / "conf")],
-            cwd=workdir,
-            check=True,
-            capture_output=True,
+        config_dir = str(REPO_ROOT / "conf")
+        run_command(
+            ["cnn-pipeline", "params", *arguments.overrides, "--config-dir", config_dir], workdir
         )
         for stage in ("download", "preprocess"):
-            subprocess.run([*cli, stage], cwd=workdir, check=True, capture_output=True)
-        _stage_seconds(WITH_MLFLOW, workdir)  # creates the MLflow store: a one-time cost
+            run_command(["cnn-pipeline", stage], workdir)
+        timed(
+            [sys.executable, "-c", WITH_MLFLOW], workdir
+        )  # creates the MLflow store: a one-time cost
         with_mlflow, without_mlflow = [], []
         for pair in range(arguments.pairs):
-            with_mlflow.append(_stage_seconds(WITH_MLFLOW, workdir))
-            without_mlflow.append(_stage_seconds(WITHOUT_MLFLOW, workdir))
+            with_mlflow.append(timed([sys.executable, "-c", WITH_MLFLOW], workdir))
+            without_mlflow.append(timed([sys.executable, "-c", WITHOUT_MLFLOW], workdir))
             print(
                 f"pair {pair + 1}: {with_mlflow[-1]:.1f} s with MLflow, "
                 f"{without_mlflow[-1]:.1f} s without",

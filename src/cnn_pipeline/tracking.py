@@ -89,10 +89,11 @@ def experiment_id(client: Any, experiment_name: str, context: TrackingContext) -
 
 
 class BackgroundRun:
-    """An MLflow run that is logged to from a thread of its own, so training never waits for
-    MLflow: importing it (1.5 s here), opening the store (3 s; more the first time, when
-    the SQLite schema is created), per-epoch metrics (~30 ms each on SQLite) and the model's
-    registration all overlap with training or with writing the stage's own files.
+    """An MLflow run that is logged to from a thread of its own, so training does not wait
+    for MLflow's calls: importing it (1.3 s here), opening the store (1.2 s; more the first
+    time, when the SQLite schema is created), per-epoch metrics (~30 ms each on SQLite) and
+    the model's registration overlap with training. Their CPU time is still spent: on 2
+    cores it slows training (benchmarks/mlflow_overhead.py measures the whole cost).
 
     Every MLflow call happens on that one thread (MLflow keeps the active run per thread),
     in the order it was asked for. Leaving the `with` block waits for all of them and
