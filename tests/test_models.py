@@ -19,9 +19,11 @@ SIMPLE_CNN = SimpleCnnConfig(
     name="simple_cnn",
     min_input_size=28,
     filters=[32, 64],
+    convs_per_block=1,
     kernel_size=3,
     padding="valid",
     batch_norm=False,
+    dense_units=None,
     dropout_rate=0.5,
 )
 SIMPLE_CNN_BN = SIMPLE_CNN.model_copy(
@@ -57,6 +59,31 @@ def test_output_is_one_probability_per_class(
 def test_simple_cnn_matches_the_keras_io_example_size() -> None:
     # keras-io's "Simple MNIST convnet" reports 34,826 trainable parameters.
     assert build_model(SIMPLE_CNN, (28, 28, 1), 10).count_params() == 34_826
+
+
+def test_simple_cnn_stacks_convolutions_in_each_block_before_pooling() -> None:
+    vgg_style = SIMPLE_CNN.model_copy(update={"convs_per_block": 2})
+    model = build_model(vgg_style, (28, 28, 1), 10)
+    shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
+    assert shapes["conv1a"] == (26, 26, 32)
+    assert shapes["conv1b"] == (24, 24, 32)  # two 3x3 convolutions see 5x5 pixels
+    assert shapes["pool1"] == (12, 12, 32)
+    assert shapes["conv2b"] == (8, 8, 64)
+    assert shapes["pool2"] == (4, 4, 64)
+    # conv1b (3*3*32*32 + 32) and conv2b (3*3*64*64 + 64) are the new weights; the softmax
+    # reads 4*4*64 features instead of 5*5*64.
+    extra = (9 * 32 * 32 + 32) + (9 * 64 * 64 + 64) - (25 - 16) * 64 * 10
+    assert model.count_params() == 34_826 + extra
+
+
+def test_simple_cnn_can_put_a_hidden_fully_connected_layer_before_the_softmax() -> None:
+    model = build_model(SIMPLE_CNN.model_copy(update={"dense_units": 128}), (28, 28, 1), 10)
+    shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
+    assert shapes["flatten"] == (1600,)
+    assert shapes["dense"] == (128,)
+    softmax_on_features = 1600 * 10 + 10
+    hidden_then_softmax = (1600 * 128 + 128) + (128 * 10 + 10)
+    assert model.count_params() == 34_826 - softmax_on_features + hidden_then_softmax
 
 
 def test_fast_cnn_strides_its_stem_and_pools_before_normalising() -> None:

@@ -25,9 +25,11 @@ MODEL = SimpleCnnConfig(
     name="simple_cnn",
     min_input_size=None,
     filters=[8, 16],
+    convs_per_block=1,
     kernel_size=3,
     padding="same",
     batch_norm=True,
+    dense_units=None,
     dropout_rate=0.5,
 )
 NO_AUGMENTATION = AugmentConfig(translate=0, rotate=0, zoom=0, horizontal_flip=False)

@@ -83,9 +83,11 @@ class SimpleCnnConfig(_Section):
     name: Literal["simple_cnn"]
     min_input_size: PositiveInt | None
     filters: Annotated[list[PositiveInt], Field(min_length=1)]
+    convs_per_block: Annotated[int, Field(ge=1, le=26)]
     kernel_size: PositiveInt
     padding: Literal["valid", "same"]
     batch_norm: bool
+    dense_units: PositiveInt | None
     dropout_rate: Annotated[float, Field(ge=0, lt=1)]
 
 
