@@ -17,7 +17,7 @@ from cnn_pipeline.config import (
 )
 from cnn_pipeline.errors import UserError
 from cnn_pipeline.stages import download, evaluate, preprocess, train
-from cnn_pipeline.tracking import TrackingContext
+from cnn_pipeline.tracking import TrackingContext, training_run
 
 from conftest import data_config
 
@@ -63,13 +63,13 @@ def train_and_evaluate(source: Path, workdir: Path, train_config: TrainConfig) -
         dvc_experiment=None,
         baseline_commit=None,
     )
+    params = {"train": train_config.model_dump()}
     train.run(
         MODEL,
         NO_AUGMENTATION,
         train_config,
         MlflowConfig(experiment_name="test", registered_model_name="m"),
-        {"train": train_config.model_dump()},
-        context,
+        training_run(context, "test", MODEL.name, "digits", params),
         workdir,
     )
     evaluation = evaluate.run(
@@ -155,8 +155,7 @@ def test_a_broken_tracking_store_stops_training_early_and_records_no_run(
             NO_AUGMENTATION,
             TRAIN.model_copy(update={"epochs": epochs}),
             MlflowConfig(experiment_name="test", registered_model_name="m"),
-            {},
-            context,
+            training_run(context, "test", MODEL.name, "digits", {}),
             tmp_path,
         )
     assert capsys.readouterr().out.count("Epoch ") < epochs

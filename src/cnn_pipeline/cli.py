@@ -58,18 +58,18 @@ def _train(params: dict[str, Any], workdir: Path) -> None:
         "augment": augment_config.model_dump(),
         "train": train_config.model_dump(),
     }
-    from cnn_pipeline.stages import train
-    from cnn_pipeline.tracking import TrackingContext
+    from cnn_pipeline import tracking
+    from cnn_pipeline.prepared import load_info
 
-    train.run(
-        model_config,
-        augment_config,
-        train_config,
-        mlflow_config,
-        logged,
-        TrackingContext.from_environment(workdir),
-        workdir,
-    )
+    dataset = load_info(workdir / paths.PREPARED_DIR).name
+    context = tracking.TrackingContext.from_environment(workdir)
+    # MLflow starts in a process of its own before TensorFlow is imported, on the other core.
+    with tracking.training_run(
+        context, mlflow_config.experiment_name, model_config.name, dataset, logged
+    ) as tracked:
+        from cnn_pipeline.stages import train
+
+        train.run(model_config, augment_config, train_config, mlflow_config, tracked, workdir)
 
 
 def _evaluate(params: dict[str, Any], workdir: Path) -> None:

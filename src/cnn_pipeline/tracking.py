@@ -7,15 +7,19 @@ and a relative path there would lose the run. `MLFLOW_TRACKING_URI` overrides th
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
 import os
 import subprocess
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import numpy as np
 
 from cnn_pipeline import paths
 from cnn_pipeline.errors import UserError
@@ -88,20 +92,44 @@ def experiment_id(client: Any, experiment_name: str, context: TrackingContext) -
     )
 
 
-class BackgroundRun:
-    """An MLflow run that is logged to from a thread of its own, so training does not wait
-    for MLflow's calls: importing it (1.3 s here), opening the store (1.2 s; more the first
-    time, when the SQLite schema is created), per-epoch metrics (~30 ms each on SQLite) and
-    the model's registration overlap with training. Their CPU time is still spent: on 2
-    cores it slows training (benchmarks/mlflow_overhead.py measures the whole cost).
+def training_run(
+    context: TrackingContext,
+    experiment_name: str,
+    model_name: str,
+    dataset_name: str,
+    params: Mapping[str, Any],
+) -> BackgroundRun:
+    """The train stage's run, named after the DVC experiment (or model-dataset), tagged with
+    the dataset, the model, the commit and the DVC experiment; `params` logged flattened."""
+    tags = {"dataset": dataset_name, "model": model_name}
+    if context.baseline_commit:
+        tags["mlflow.source.git.commit"] = context.baseline_commit
+    if context.dvc_experiment:
+        tags["dvc.experiment"] = context.dvc_experiment
+    run_name = context.dvc_experiment or f"{model_name}-{dataset_name}"
+    return BackgroundRun(context, experiment_name, run_name, tags, flatten_params(params))
 
-    Every MLflow call happens on that one thread (MLflow keeps the active run per thread),
-    in the order it was asked for. Leaving the `with` block waits for all of them and
-    raises the first error; leaving it on an exception marks the run FAILED.
+
+class BackgroundRun:
+    """An MLflow run recorded by a process of its own, so that training does not wait for
+    MLflow: importing it (1.3 s here) and its SQLite store (1.2 s), creating the run,
+    per-epoch metrics and the model's logging and registration all happen in that process.
+    Started before TensorFlow is imported, it does its imports on the core that TensorFlow's
+    single-threaded import leaves idle. (A thread would not do: imports hold Python's GIL.)
+    Its CPU time is still spent: it also imports Keras (and so TensorFlow) to log the model,
+    and where training keeps both cores busy that slows training down.
+
+    The process is started with "spawn", so a script that calls this must guard its own
+    top level with `if __name__ == "__main__":` (as any script using multiprocessing must).
+
+    Calls are sent in order and return at once. A failure in the recording process is raised
+    in this one by the next call of `raise_if_failed` or on leaving the `with` block, which
+    waits for everything sent to be recorded and ends the run (FAILED if the block raised).
+    The run starts when the object is made, so it can start before the `with` block.
 
         with BackgroundRun(context, "experiment", "run name", tags, params) as run:
             run.log_metrics({"loss": 0.3}, step=1)
-            run.call(lambda mlflow: mlflow.keras.log_model(...))
+            run.log_keras_model(LoggedKerasModel(Path("model.keras"), ...))
         run_id, experiment_id = run.ids
     """
 
@@ -113,64 +141,84 @@ class BackgroundRun:
         tags: Mapping[str, str],
         params: Mapping[str, str],
     ) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow")
-        self._pending: list[Future[None]] = []
-        self._started: Future[tuple[str, str]] = self._executor.submit(
-            self._start, context, experiment_name, run_name, dict(tags), dict(params)
+        # "spawn": a fresh interpreter, never a fork of one whose TensorFlow runs threads.
+        spawn = multiprocessing.get_context("spawn")
+        self._connection, child_connection = spawn.Pipe()
+        self._uri = context.tracking_uri
+        self._process = spawn.Process(
+            target=_record,
+            args=(child_connection, context, experiment_name, run_name, dict(tags), dict(params)),
+            name="mlflow-recorder",
+            daemon=True,
         )
+        self._process.start()
+        child_connection.close()
+        self._ids: tuple[str, str] | None = None
+        self._failure: str | None = None
+        self._ended = False
 
-    @staticmethod
-    def _start(
-        context: TrackingContext,
-        experiment_name: str,
-        run_name: str,
-        tags: dict[str, str],
-        params: dict[str, str],
-    ) -> tuple[str, str]:
-        import mlflow
-        import mlflow.keras  # imported here, off the training thread, for log_model later
-        import mlflow.models.signature  # and infer_signature, for the same
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._send("set_tags", dict(tags))
 
-        mlflow.set_tracking_uri(context.tracking_uri)
-        try:
-            experiment = experiment_id(mlflow.MlflowClient(), experiment_name, context)
-            run = mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=tags)
-        except Exception as error:
-            raise UserError(
-                f"MLflow cannot record the run in {context.tracking_uri}: "
-                f"{str(error).splitlines()[0]}; fix or unset MLFLOW_TRACKING_URI"
-            ) from error
-        mlflow.log_params(params)
-        return run.info.run_id, experiment
+    def log_params(self, params: Mapping[str, str]) -> None:
+        self._send("log_params", dict(params))
 
-    def call(self, action: Callable[[Any], object]) -> None:
-        """Run `action(mlflow)` on the logging thread, inside the run, after what came before."""
-
-        def in_run() -> None:
-            self._started.result()  # the run exists (or its error is raised again)
-            import mlflow
-
-            action(mlflow)
-
-        self._pending.append(self._executor.submit(in_run))
+    def log_dict(self, document: dict[str, Any], artifact_file: str) -> None:
+        self._send("log_dict", (document, artifact_file))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """All values in one call (one call per value costs ~11 ms each on SQLite)."""
-        values = {key: float(value) for key, value in metrics.items()}
-        self.call(lambda mlflow: mlflow.log_metrics(values, step=step))
+        self._send("log_metrics", ({key: float(value) for key, value in metrics.items()}, step))
+
+    def log_keras_model(self, model: LoggedKerasModel) -> None:
+        """Log (and register) the model saved at `model.path`: the recording process loads
+        that file, so the model must not change there until the run has ended."""
+        self._send("log_keras_model", model)
 
     def raise_if_failed(self) -> None:
-        """Raise, now, an error the logging thread has met so far (training can stop early
+        """Raise, now, an error the recording process has met so far (training can stop early
         rather than finish for a run that cannot be recorded)."""
-        futures: list[Future[Any]] = [self._started, *self._pending]
-        for future in futures:
-            if future.done() and not future.cancelled() and future.exception() is not None:
-                future.result()
+        while self._failure is None and self._connection.poll():
+            self._receive()
+        if self._failure is not None:
+            raise UserError(self._failure)
 
     @property
     def ids(self) -> tuple[str, str]:
         """(run id, experiment id), once the run has started: waits for that if need be."""
-        return self._started.result()
+        while self._ids is None:
+            self.raise_if_failed()
+            self._receive()
+        return self._ids
+
+    def _send(self, kind: str, payload: Any) -> None:
+        if self._failure is not None:  # the recording process now only waits for the end
+            return
+        try:
+            self._connection.send((kind, payload))
+        except OSError:
+            self._stopped()
+
+    def _receive(self) -> None:
+        try:
+            kind, payload = self._connection.recv()
+        except (EOFError, OSError):
+            self._stopped()
+            return
+        if kind == "started":
+            self._ids = payload
+        elif kind == "failed":
+            self._failure = self._failure or payload
+        elif kind == "ended":
+            self._ended = True
+
+    def _stopped(self) -> None:
+        self._process.join(timeout=5)
+        self._failure = self._failure or (
+            f"MLflow's recording process stopped (exit code {self._process.exitcode}) before "
+            f"the run in {self._uri} was complete; see the messages above"
+        )
+        self._ended = True
 
     def __enter__(self) -> BackgroundRun:
         return self
@@ -181,30 +229,174 @@ class BackgroundRun:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Wait for everything asked for and end the run (FAILED if the block raised);
-        raise the first error the logging thread met."""
+        """Wait for everything sent to be recorded and end the run (FAILED if the block
+        raised); raise the first error the recording process met. Does nothing the second
+        time."""
+        if self._connection.closed:
+            return
         try:
-            if error is None:
-                self._started.result()
-                for future in self._pending:
-                    future.result()
-                self._executor.submit(_end_run, "FINISHED").result()
-            else:
-                for future in self._pending:
-                    future.cancel()
+            if not self._ended:
                 try:
-                    self._executor.submit(_end_run, "FAILED").result()
-                except Exception as end_error:  # keep the block's own error the one raised
-                    logger.warning("could not mark MLflow run as failed: %s", end_error)
+                    self._connection.send(("end", "FINISHED" if error is None else "FAILED"))
+                except OSError:
+                    self._stopped()
+            while not self._ended:
+                self._receive()
         finally:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._connection.close()
+            if not self._ended:  # interrupted while waiting: stop it
+                self._process.kill()
+            # Otherwise the run is complete; the process's own shutdown (~2 s of TensorFlow
+            # and MLflow teardown) is not waited for. As a daemon it is stopped, if still
+            # there, when this process exits.
+        if error is None and self._failure is not None:
+            raise UserError(self._failure)
 
 
-def _end_run(status: str) -> None:
-    import mlflow
+@dataclass(frozen=True)
+class LoggedKerasModel:
+    """What `BackgroundRun.log_keras_model` logs: a saved .keras file, a few sample inputs and
+    the model's outputs for them (MLflow infers the model's signature from these), the
+    registered model it becomes a new version of, metadata, and its pip requirements."""
 
-    if mlflow.active_run() is not None:
+    path: Path
+    sample_inputs: np.ndarray
+    sample_outputs: np.ndarray
+    registered_model_name: str
+    metadata: dict[str, Any]
+    pip_requirements: list[str]
+
+
+def _record(
+    connection: Connection,
+    context: TrackingContext,
+    experiment_name: str,
+    run_name: str,
+    tags: dict[str, str],
+    params: dict[str, str],
+) -> None:
+    """The recording process: start the run, then carry out each request in order."""
+    # Keras is loaded here only to log the saved model: the GPUs stay with training.
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        import mlflow
+
+        mlflow.set_tracking_uri(context.tracking_uri)
+        experiment = experiment_id(mlflow.MlflowClient(), experiment_name, context)
+        run = mlflow.start_run(experiment_id=experiment, run_name=run_name, tags=tags)
+        mlflow.log_params(params)
+    except Exception as error:
+        connection.send(
+            (
+                "failed",
+                f"MLflow cannot record the run in {context.tracking_uri}: "
+                f"{_first_line(error)}; fix or unset MLFLOW_TRACKING_URI",
+            )
+        )
+        _wait_for_end(connection)
+        _send_quietly(connection, ("ended", None))
+        return
+    connection.send(("started", (run.info.run_id, experiment)))
+    try:
+        _warm_up_model_logging(mlflow)
+    except Exception:  # only a head start: logging the trained model may still work
+        logger.warning("MLflow: warming up model logging failed", exc_info=True)
+
+    status = "FAILED"  # unless the training process ends the run otherwise
+    while True:
+        try:
+            kind, payload = connection.recv()
+        except EOFError:  # the training process has died
+            break
+        if kind == "end":
+            status = payload
+            break
+        try:
+            _carry_out(mlflow, kind, payload)
+        except Exception as error:
+            logger.exception("MLflow: %s failed", kind)
+            connection.send(
+                (
+                    "failed",
+                    f"MLflow could not {kind.replace('_', ' ')} in {context.tracking_uri}: "
+                    f"{_first_line(error)}",
+                )
+            )
+            _wait_for_end(connection)
+            break
+    try:
         mlflow.end_run(status=status)
+    finally:
+        _send_quietly(connection, ("ended", None))
+
+
+def _warm_up_model_logging(mlflow: Any) -> None:
+    """Save and load a one-layer model the way the trained one will be logged, now, while
+    training runs: the first time, Keras reads its saving code and MLflow indexes every
+    installed package (over 1 s here), and the train stage would wait for that at its end."""
+    import tempfile
+
+    import keras
+    import mlflow.keras
+    import mlflow.models
+
+    tiny = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    sample = np.zeros((1, 1), dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="cnn-pipeline-warm-up-") as directory:
+        mlflow.keras.save_model(
+            tiny,
+            str(Path(directory) / "model"),
+            signature=mlflow.models.infer_signature(sample, sample),
+            pip_requirements=["keras"],
+        )
+        keras.saving.load_model(Path(directory) / "model/data/model.keras", safe_mode=True)
+
+
+def _carry_out(mlflow: Any, kind: str, payload: Any) -> None:
+    if kind == "set_tags":
+        mlflow.set_tags(payload)
+    elif kind == "log_params":
+        mlflow.log_params(payload)
+    elif kind == "log_dict":
+        document, artifact_file = payload
+        mlflow.log_dict(document, artifact_file)
+    elif kind == "log_metrics":
+        metrics, step = payload
+        mlflow.log_metrics(metrics, step=step)
+    elif kind == "log_keras_model":
+        import keras
+
+        model: LoggedKerasModel = payload
+        mlflow.keras.log_model(
+            keras.saving.load_model(model.path, safe_mode=True),
+            name="model",
+            signature=mlflow.models.infer_signature(model.sample_inputs, model.sample_outputs),
+            registered_model_name=model.registered_model_name,
+            metadata=model.metadata,
+            pip_requirements=model.pip_requirements,
+        )
+    else:
+        raise ValueError(f"unknown request {kind!r}")
+
+
+def _wait_for_end(connection: Connection) -> None:
+    """Drop requests until the training process ends the run (or dies)."""
+    while True:
+        try:
+            kind, _ = connection.recv()
+        except EOFError:
+            return
+        if kind == "end":
+            return
+
+
+def _send_quietly(connection: Connection, message: tuple[str, Any]) -> None:
+    with contextlib.suppress(OSError):  # the training process has gone: nobody listens
+        connection.send(message)
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def log_to_run(

@@ -12,7 +12,6 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
@@ -30,7 +29,7 @@ from cnn_pipeline.config import AnyModelConfig, AugmentConfig, MlflowConfig, Tra
 from cnn_pipeline.models import build_model
 from cnn_pipeline.prepared import DatasetInfo, load_info, load_split
 from cnn_pipeline.reports.receptive_field import describe, receptive_fields
-from cnn_pipeline.tracking import BackgroundRun, TrackingContext, flatten_params
+from cnn_pipeline.tracking import BackgroundRun, LoggedKerasModel
 
 logger = logging.getLogger(__name__)
 
@@ -164,14 +163,12 @@ def run(
     augment_config: AugmentConfig,
     train_config: TrainConfig,
     mlflow_config: MlflowConfig,
-    params: dict[str, Any],
-    context: TrackingContext,
+    tracked: BackgroundRun,
     workdir: Path,
 ) -> TrainResult:
-    """Train on workdir/data/prepared and write the model and its records under workdir.
-
-    `params` is the whole params.yaml, logged flattened as the run's parameters.
-    """
+    """Train on workdir/data/prepared and write the model and its records under workdir;
+    record the run in `tracked` and end it (`tracking.training_run` starts it, best before
+    TensorFlow is imported: MLflow's start-up then overlaps with that import)."""
     info: DatasetInfo = load_info(workdir / paths.PREPARED_DIR)
     train = load_split(workdir / paths.PREPARED_DIR, "train")
     validation = load_split(workdir / paths.PREPARED_DIR, "validation")
@@ -185,25 +182,9 @@ def run(
         "image_shape": list(info.image_shape),
     }
 
-    tags = {
-        "dataset": info.name,
-        "model": model_config.name,
-        "device": device,
-        "keras_backend": keras.config.backend(),
-    }
-    if context.baseline_commit:
-        tags["mlflow.source.git.commit"] = context.baseline_commit
-    if context.dvc_experiment:
-        tags["dvc.experiment"] = context.dvc_experiment
-    run_name = context.dvc_experiment or f"{model_config.name}-{info.name}"
-
-    # MLflow works on a thread of its own from here on: training starts at once.
-    with (
-        BackgroundRun(
-            context, mlflow_config.experiment_name, run_name, tags, flatten_params(params)
-        ) as tracked,
-        data_parallel(training_devices(accelerators, train_config.distribute)),
-    ):
+    tracked.set_tags({"device": device, "keras_backend": keras.config.backend()})
+    # Leaving this block waits for MLflow to have recorded everything, and ends the run.
+    with tracked, data_parallel(training_devices(accelerators, train_config.distribute)):
         model = compiled_model(model_config, augment_config, train_config, info, len(train.labels))
         model.summary(print_fn=logger.info)
         fields = receptive_fields(model)
@@ -213,9 +194,9 @@ def run(
             describe(fields, info.image_shape[0]),
         )
         parameter_count = model.count_params()
-        tracked.call(lambda mlflow: mlflow.log_param("model.parameter_count", parameter_count))
-        tracked.call(lambda mlflow: mlflow.log_dict(fields_document, "receptive_fields.json"))
-        tracked.call(lambda mlflow: mlflow.log_dict(model_info, "model_info.json"))
+        tracked.log_params({"model.parameter_count": str(parameter_count)})
+        tracked.log_dict(fields_document, "receptive_fields.json")
+        tracked.log_dict(model_info, "model_info.json")
 
         one_hot = keras.utils.to_categorical
         with atomic_path(workdir / paths.CHECKPOINT_DIR) as checkpoint_dir:
@@ -255,21 +236,18 @@ def run(
         sample = train.images[:4].astype(np.float32)
         probabilities = model.predict(sample, verbose=0)
 
-        def log_model(mlflow: Any) -> None:
-            from mlflow.models import infer_signature
-
-            mlflow.keras.log_model(
-                model,
-                name="model",
-                signature=infer_signature(sample, probabilities),
+        with atomic_path(workdir / paths.MODEL_FILE) as staged_model:
+            model.save(staged_model)
+        tracked.log_keras_model(
+            LoggedKerasModel(
+                path=workdir / paths.MODEL_FILE,
+                sample_inputs=sample,
+                sample_outputs=probabilities,
                 registered_model_name=mlflow_config.registered_model_name,
                 metadata=model_info,  # class names travel with the registered model
                 pip_requirements=serving_requirements(),
             )
-
-        with atomic_path(workdir / paths.MODEL_FILE) as staged_model:
-            model.save(staged_model)
-        tracked.call(log_model)  # not at the same time as model.save: one save at a time
+        )
     run_id, experiment = tracked.ids
 
     final = history[-1]
