@@ -17,13 +17,14 @@ def compose_params(config_dir: Path, overrides: list[str]) -> str:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from cnn_pipeline.errors import UserError
+    from cnn_pipeline.errors import UserError, first_line
 
     try:
         with initialize_config_dir(str(config_dir.resolve()), version_base=None):
             config = compose(config_name="config", overrides=overrides)
         OmegaConf.resolve(config)
     except (HydraException, OmegaConfBaseException) as error:
-        first_line = str(error).strip().splitlines()[0]
-        raise UserError(f"cannot compose {config_dir} with {overrides}: {first_line}") from None
+        raise UserError(
+            f"cannot compose {config_dir} with {overrides}: {first_line(error)}"
+        ) from None
     return OmegaConf.to_yaml(config)

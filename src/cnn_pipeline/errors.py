@@ -7,3 +7,10 @@ class UserError(Exception):
     The command line prints its message alone, without a traceback, and exits with status 2.
     The message says what was wrong, the value given, and what to do instead.
     """
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name if it has none): what a
+    one-line UserError quotes of a library's multi-line message."""
+    message = str(error).strip()
+    return message.splitlines()[0] if message else type(error).__name__

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from cnn_pipeline import paths
-from cnn_pipeline.errors import UserError
+from cnn_pipeline.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +290,7 @@ def _record(
             (
                 "failed",
                 f"MLflow cannot record the run in {context.tracking_uri}: "
-                f"{_first_line(error)}; fix or unset MLFLOW_TRACKING_URI",
+                f"{first_line(error)}; fix or unset MLFLOW_TRACKING_URI",
             )
         )
         _wait_for_end(connection)
@@ -319,7 +319,7 @@ def _record(
                 (
                     "failed",
                     f"MLflow could not {kind.replace('_', ' ')} in {context.tracking_uri}: "
-                    f"{_first_line(error)}",
+                    f"{first_line(error)}",
                 )
             )
             _wait_for_end(connection)
@@ -393,10 +393,6 @@ def _wait_for_end(connection: Connection) -> None:
 def _send_quietly(connection: Connection, message: tuple[str, Any]) -> None:
     with contextlib.suppress(OSError):  # the training process has gone: nobody listens
         connection.send(message)
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def log_to_run(

@@ -140,7 +140,7 @@ def serving_requirements() -> list[str]:
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):  # type: ignore[misc]
-    """Hands every epoch's metrics to the logging thread, as one call (step = epoch)."""
+    """Hands every epoch's metrics to the recording process, as one call (step = epoch)."""
 
     def __init__(self, tracked: BackgroundRun) -> None:
         super().__init__()
