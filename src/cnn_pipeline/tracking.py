@@ -116,8 +116,8 @@ class BackgroundRun:
     per-epoch metrics and the model's logging and registration all happen in that process.
     Started before TensorFlow is imported, it does its imports on the core that TensorFlow's
     single-threaded import leaves idle. (A thread would not do: imports hold Python's GIL.)
-    Its CPU time is still spent: it also imports Keras (and so TensorFlow) to log the model,
-    and where training keeps both cores busy that slows training down.
+    It never imports Keras or TensorFlow: it logs the model from the file training saved
+    (`keras_flavor`), so where training keeps every core busy it takes little from it.
 
     The process is started with "spawn", so a script that calls this must guard its own
     top level with `if __name__ == "__main__":` (as any script using multiprocessing must).
@@ -171,7 +171,7 @@ class BackgroundRun:
         self._send("log_metrics", ({key: float(value) for key, value in metrics.items()}, step))
 
     def log_keras_model(self, model: LoggedKerasModel) -> None:
-        """Log (and register) the model saved at `model.path`: the recording process loads
+        """Log (and register) the model saved at `model.path`: the recording process copies
         that file, so the model must not change there until the run has ended."""
         self._send("log_keras_model", model)
 
@@ -246,8 +246,8 @@ class BackgroundRun:
             self._connection.close()
             if not self._ended:  # interrupted while waiting: stop it
                 self._process.kill()
-            # Otherwise the run is complete; the process's own shutdown (~2 s of TensorFlow
-            # and MLflow teardown) is not waited for. As a daemon it is stopped, if still
+            # Otherwise the run is complete; the process's own shutdown (MLflow's teardown
+            # and telemetry flush) is not waited for. As a daemon it is stopped, if still
             # there, when this process exits.
         if error is None and self._failure is not None:
             raise UserError(self._failure)
@@ -255,11 +255,14 @@ class BackgroundRun:
 
 @dataclass(frozen=True)
 class LoggedKerasModel:
-    """What `BackgroundRun.log_keras_model` logs: a saved .keras file, a few sample inputs and
-    the model's outputs for them (MLflow infers the model's signature from these), the
-    registered model it becomes a new version of, metadata, and its pip requirements."""
+    """What `BackgroundRun.log_keras_model` logs: a saved .keras file, the Keras version and
+    backend that saved it, a few sample inputs and the model's outputs for them (MLflow
+    infers the model's signature from these), the registered model it becomes a new version
+    of, metadata, and its pip requirements."""
 
     path: Path
+    keras_version: str
+    keras_backend: str
     sample_inputs: np.ndarray
     sample_outputs: np.ndarray
     registered_model_name: str
@@ -276,8 +279,6 @@ def _record(
     params: dict[str, str],
 ) -> None:
     """The recording process: start the run, then carry out each request in order."""
-    # Keras is loaded here only to log the saved model: the GPUs stay with training.
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:
         import mlflow
 
@@ -331,25 +332,27 @@ def _record(
 
 
 def _warm_up_model_logging(mlflow: Any) -> None:
-    """Save and load a one-layer model the way the trained one will be logged, now, while
-    training runs: the first time, Keras reads its saving code and MLflow indexes every
-    installed package (over 1 s here), and the train stage would wait for that at its end."""
+    """Write a model's files once, now, while training runs: the first time, MLflow indexes
+    every installed package to check the pip requirements (over 1 s here), and the train
+    stage would wait for that at its end. The "model" is an empty file: nothing loads it."""
     import tempfile
 
-    import keras
-    import mlflow.keras
     import mlflow.models
 
-    tiny = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    from cnn_pipeline import keras_flavor
+
     sample = np.zeros((1, 1), dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="cnn-pipeline-warm-up-") as directory:
-        mlflow.keras.save_model(
-            tiny,
-            str(Path(directory) / "model"),
+        empty = Path(directory) / "empty.keras"
+        empty.touch()
+        keras_flavor.save_model(
+            Path(directory) / "model",
+            keras_file=empty,
+            keras_version="",
+            keras_backend="",
             signature=mlflow.models.infer_signature(sample, sample),
             pip_requirements=["keras"],
         )
-        keras.saving.load_model(Path(directory) / "model/data/model.keras", safe_mode=True)
 
 
 def _carry_out(mlflow: Any, kind: str, payload: Any) -> None:
@@ -364,12 +367,13 @@ def _carry_out(mlflow: Any, kind: str, payload: Any) -> None:
         metrics, step = payload
         mlflow.log_metrics(metrics, step=step)
     elif kind == "log_keras_model":
-        import keras
+        from cnn_pipeline import keras_flavor
 
         model: LoggedKerasModel = payload
-        mlflow.keras.log_model(
-            keras.saving.load_model(model.path, safe_mode=True),
-            name="model",
+        keras_flavor.log_model(
+            model.path,
+            keras_version=model.keras_version,
+            keras_backend=model.keras_backend,
             signature=mlflow.models.infer_signature(model.sample_inputs, model.sample_outputs),
             registered_model_name=model.registered_model_name,
             metadata=model.metadata,

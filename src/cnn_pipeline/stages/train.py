@@ -241,6 +241,8 @@ def run(
         tracked.log_keras_model(
             LoggedKerasModel(
                 path=workdir / paths.MODEL_FILE,
+                keras_version=keras.__version__,
+                keras_backend=keras.config.backend(),
                 sample_inputs=sample,
                 sample_outputs=probabilities,
                 registered_model_name=mlflow_config.registered_model_name,
