@@ -8,7 +8,10 @@ Both arms run `cnn-pipeline train` in a fresh process (TensorFlow import include
 pairs, on data prepared once in a temporary folder (which arm goes first alternates from
 pair to pair). The share is the median of the pairs' differences over the median time with
 MLflow: on a shared machine whose speed drifts by tens of percent within minutes, the
-difference within a pair is steadier than the difference between the arms' medians.
+difference within a pair is steadier than the difference between the arms' medians. The
+same is reported for `fit` alone (what the recording process's CPU takes from training)
+and for CPU time (the stage's and its recording process's together), to tell, when a pair
+is far off, whether training or MLflow's own waits made the difference.
 
 The difference counts everything MLflow costs: starting its recording process, which
 imports MLflow, opens the store, creates the run, logs per-epoch metrics, logs and
@@ -19,12 +22,16 @@ the model's registration.
 from __future__ import annotations
 
 import argparse
+import json
+import resource
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 from pipeline import serve, timed  # also puts tests/ on the path, for conftest
+
+from cnn_pipeline import paths
 
 from conftest import MNIST_DIR, REPO_ROOT, run_command
 
@@ -45,6 +52,33 @@ sys.exit(main(["train"]))
 WITH_MLFLOW = "import sys\nfrom cnn_pipeline.cli import main\nsys.exit(main(['train']))"
 
 
+def run_stage(script: str, workdir: Path) -> tuple[float, float, float]:
+    """Wall-clock seconds of one train stage; the seconds of its `fit` alone; and the CPU
+    seconds of the stage and of the processes it started (the recording process among them:
+    the stage reaps it on exit)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = timed([sys.executable, "-c", script], workdir)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    fit = json.loads((workdir / paths.TRAIN_METRICS_FILE).read_text())["train_seconds"]
+    return wall, fit, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+
+
+def share(measure: dict[bool, list[float]]) -> str:
+    """Medians with and without MLflow, the median difference within a pair, and that over
+    the median with MLflow."""
+    with_mlflow, without_mlflow = measure[True], measure[False]
+    pairs = zip(with_mlflow, without_mlflow, strict=True)
+    difference = statistics.median(
+        with_value - without_value for with_value, without_value in pairs
+    )
+    with_median = statistics.median(with_mlflow)
+    return (
+        f"{with_median:.1f} s with MLflow, {statistics.median(without_mlflow):.1f} s without; "
+        f"difference within a pair {difference:+.2f} s: "
+        f"MLflow's share {difference / with_median:.1%}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3, help="runs of each arm (default 3)")
@@ -53,34 +87,35 @@ def main() -> None:
     overrides = list(arguments.overrides)
     if any(item == "data=mnist" or item.startswith("experiment=mnist") for item in overrides):
         overrides.append(f"data.mirrors=['{serve(MNIST_DIR)}']")  # real MNIST, from ../shared
+    # Seconds per run, keyed by "with MLflow".
+    wall: dict[bool, list[float]] = {True: [], False: []}
+    fit: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
     with tempfile.TemporaryDirectory(prefix="mlflow-overhead-") as directory:
         workdir = Path(directory)
         config_dir = str(REPO_ROOT / "conf")
         run_command(["cnn-pipeline", "params", *overrides, "--config-dir", config_dir], workdir)
         for stage in ("download", "preprocess"):
             run_command(["cnn-pipeline", stage], workdir)
-        timed(
-            [sys.executable, "-c", WITH_MLFLOW], workdir
-        )  # creates the MLflow store: a one-time cost
-        with_mlflow, without_mlflow = [], []
+        run_stage(WITH_MLFLOW, workdir)  # creates the MLflow store: a one-time cost
         for pair in range(arguments.pairs):
-            arms = [(WITH_MLFLOW, with_mlflow), (WITHOUT_MLFLOW, without_mlflow)]
-            for script, times in arms if pair % 2 == 0 else reversed(arms):
-                times.append(timed([sys.executable, "-c", script], workdir))
+            for with_mlflow in (True, False) if pair % 2 == 0 else (False, True):
+                measured = run_stage(WITH_MLFLOW if with_mlflow else WITHOUT_MLFLOW, workdir)
+                for measure, seconds in zip((wall, fit, cpu), measured, strict=True):
+                    measure[with_mlflow].append(seconds)
             print(
-                f"pair {pair + 1}: {with_mlflow[-1]:.1f} s with MLflow, "
-                f"{without_mlflow[-1]:.1f} s without",
+                f"pair {pair + 1}: "
+                + "; ".join(
+                    f"{name} {wall[arm][-1]:.1f} s (fit {fit[arm][-1]:.1f} s, "
+                    f"CPU {cpu[arm][-1]:.1f} s)"
+                    for name, arm in (("with MLflow", True), ("without", False))
+                ),
                 file=sys.stderr,
                 flush=True,
             )
-    with_median = statistics.median(with_mlflow)
-    pairs = zip(with_mlflow, without_mlflow, strict=True)
-    difference = statistics.median(with_time - without_time for with_time, without_time in pairs)
-    print(
-        f"train stage: {with_median:.1f} s with MLflow, {statistics.median(without_mlflow):.1f} s "
-        f"without; median difference within a pair {difference:+.2f} s (medians of "
-        f"{arguments.pairs}); MLflow's share {difference / with_median:.1%}"
-    )
+    print(f"train stage, medians of {arguments.pairs} pairs: {share(wall)}")
+    print(f"its fit alone: {share(fit)}")
+    print(f"its CPU time, the recording process's included: {share(cpu)}")
 
 
 if __name__ == "__main__":
