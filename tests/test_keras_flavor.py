@@ -7,14 +7,12 @@ from __future__ import annotations
 import filecmp
 from pathlib import Path
 
+import keras
+import mlflow.keras
 import numpy as np
-import pytest
 import yaml
 
-keras = pytest.importorskip("keras")
-mlflow = pytest.importorskip("mlflow")
-
-from cnn_pipeline import keras_flavor  # noqa: E402
+from cnn_pipeline import keras_flavor
 
 REQUIREMENTS = ["keras", "numpy"]
 # What differs between two saves of one model: identity, time, and (model.keras holds its
@@ -38,8 +36,6 @@ def files_under(folder: Path) -> set[str]:
 
 
 def test_writes_what_mlflow_keras_save_model_writes(tmp_path: Path) -> None:
-    import mlflow.keras
-
     model = small_model()
     model.save(tmp_path / "model.keras")
     sample = np.random.default_rng(0).random((2, 8, 8, 1), dtype=np.float32)
