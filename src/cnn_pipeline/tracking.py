@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from cnn_pipeline import paths
+from cnn_pipeline import keras_flavor, paths
 from cnn_pipeline.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
@@ -339,8 +339,6 @@ def _warm_up_model_logging(mlflow: Any) -> None:
 
     import mlflow.models
 
-    from cnn_pipeline import keras_flavor
-
     sample = np.zeros((1, 1), dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="cnn-pipeline-warm-up-") as directory:
         empty = Path(directory) / "empty.keras"
@@ -367,8 +365,6 @@ def _carry_out(mlflow: Any, kind: str, payload: Any) -> None:
         metrics, step = payload
         mlflow.log_metrics(metrics, step=step)
     elif kind == "log_keras_model":
-        from cnn_pipeline import keras_flavor
-
         model: LoggedKerasModel = payload
         keras_flavor.log_model(
             model.path,
