@@ -21,7 +21,8 @@ from PIL import Image
 
 from cnn_pipeline.datasets import cifar10, digits, idx, image_folder
 from cnn_pipeline.datasets.archive import extract_members
-from cnn_pipeline.datasets.download import (
+from cnn_pipeline.datasets.fashion_mnist import FASHION_MNIST
+from cnn_pipeline.datasets.mirrors import (
     MIRROR_ENVIRONMENT_VARIABLE,
     Checksum,
     RemoteFile,
@@ -29,7 +30,6 @@ from cnn_pipeline.datasets.download import (
     fetch,
     mirrors_in_effect,
 )
-from cnn_pipeline.datasets.fashion_mnist import FASHION_MNIST
 from cnn_pipeline.datasets.mnist import MNIST
 from cnn_pipeline.errors import UserError
 from cnn_pipeline.stages import download

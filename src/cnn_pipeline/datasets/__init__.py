@@ -1,7 +1,7 @@
 """Datasets: fetching each one's raw files (download stage) and reading them back as arrays.
 
 One module per dataset (or format): digits, mnist and fashion_mnist (IDX files, idx.py),
-cifar10, image_folder; download.py fetches published files from mirrors.
+cifar10, image_folder; mirrors.py fetches published files from mirrors.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 from cnn_pipeline.config import DataConfig
 
 if TYPE_CHECKING:
-    from cnn_pipeline.datasets.download import RetryPolicy
     from cnn_pipeline.datasets.idx import IdxDataset
+    from cnn_pipeline.datasets.mirrors import RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class RawDataset:
 def fetch(config: DataConfig, raw_dir: Path, policy: RetryPolicy | None = None) -> None:
     """Write the dataset's raw files into `raw_dir` (which must not exist yet)."""
     from cnn_pipeline.datasets import cifar10, digits, idx, image_folder
-    from cnn_pipeline.datasets.download import mirrors_in_effect
+    from cnn_pipeline.datasets.mirrors import mirrors_in_effect
 
     mirrors = mirrors_in_effect(config.mirrors, config.mirror)
     if config.name == "digits":

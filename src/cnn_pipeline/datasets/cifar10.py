@@ -13,7 +13,7 @@ import numpy as np
 
 from cnn_pipeline.datasets import RawDataset
 from cnn_pipeline.datasets.archive import extract_members
-from cnn_pipeline.datasets.download import Checksum, RemoteFile, RetryPolicy, fetch
+from cnn_pipeline.datasets.mirrors import Checksum, RemoteFile, RetryPolicy, fetch
 from cnn_pipeline.errors import UserError
 
 ARCHIVE = RemoteFile(

@@ -5,8 +5,8 @@ Pinned by the MD5s its authors publish for the .gz files. No digest of the decom
 content is published, so (unlike MNIST) a mirror that recompressed the files is refused.
 """
 
-from cnn_pipeline.datasets.download import Checksum, RemoteFile
 from cnn_pipeline.datasets.idx import IdxDataset
+from cnn_pipeline.datasets.mirrors import Checksum, RemoteFile
 
 FASHION_MNIST = IdxDataset(
     train_images=RemoteFile(

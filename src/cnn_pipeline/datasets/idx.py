@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from cnn_pipeline.datasets import RawDataset
-from cnn_pipeline.datasets.download import RemoteFile, RetryPolicy, fetch
+from cnn_pipeline.datasets.mirrors import RemoteFile, RetryPolicy, fetch
 from cnn_pipeline.errors import UserError
 
 IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one these datasets use

@@ -4,8 +4,8 @@ Pinned by the SHA-256 of each file's decompressed content (identical to the cano
 MNIST), so a mirror that recompressed the files passes, and by the canonical .gz MD5s.
 """
 
-from cnn_pipeline.datasets.download import Checksum, RemoteFile
 from cnn_pipeline.datasets.idx import IdxDataset
+from cnn_pipeline.datasets.mirrors import Checksum, RemoteFile
 
 
 def _remote(name: str, content_sha256: str, gzip_md5: str) -> RemoteFile:

@@ -8,7 +8,7 @@ from pathlib import Path
 from cnn_pipeline import datasets
 from cnn_pipeline.atomic import atomic_path
 from cnn_pipeline.config import DataConfig
-from cnn_pipeline.datasets.download import RetryPolicy
+from cnn_pipeline.datasets.mirrors import RetryPolicy
 
 logger = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from cnn_pipeline import paths
 from cnn_pipeline.atomic import write_json
 from cnn_pipeline.config import ReportConfig
+from cnn_pipeline.figures.calibration import plot_reliability, reliability
+from cnn_pipeline.figures.curves import plot_training_curves
+from cnn_pipeline.figures.features import plot_activation_maps, plot_first_layer_filters
+from cnn_pipeline.figures.mistakes import plot_mistakes
 from cnn_pipeline.prepared import load_info, load_split
-from cnn_pipeline.reports.calibration import plot_reliability, reliability
-from cnn_pipeline.reports.curves import plot_training_curves
-from cnn_pipeline.reports.features import plot_activation_maps, plot_first_layer_filters
-from cnn_pipeline.reports.mistakes import plot_mistakes
 from cnn_pipeline.tracking import TrackingContext, log_to_run, read_run_id
 from cnn_pipeline.trained_model import load_keras_file
 

@@ -27,8 +27,8 @@ from cnn_pipeline.accelerators import (
 from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.config import AnyModelConfig, AugmentConfig, MlflowConfig, TrainConfig
 from cnn_pipeline.models import build_model
+from cnn_pipeline.models.receptive_field import describe, receptive_fields
 from cnn_pipeline.prepared import DatasetInfo, load_info, load_split
-from cnn_pipeline.reports.receptive_field import describe, receptive_fields
 from cnn_pipeline.tracking import BackgroundRun, LoggedKerasModel
 
 logger = logging.getLogger(__name__)

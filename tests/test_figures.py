@@ -1,4 +1,4 @@
-"""Reports: receptive fields, calibration, mistakes, and the figures they draw."""
+"""Figures and receptive fields, calibration, mistakes, and the figures they draw."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnn_pipeline.figures.calibration import plot_reliability, reliability
+from cnn_pipeline.figures.features import plot_activation_maps, plot_first_layer_filters
+from cnn_pipeline.figures.mistakes import most_confident_mistakes, plot_mistakes
 from cnn_pipeline.models import build_model
-from cnn_pipeline.reports.calibration import plot_reliability, reliability
-from cnn_pipeline.reports.features import plot_activation_maps, plot_first_layer_filters
-from cnn_pipeline.reports.mistakes import most_confident_mistakes, plot_mistakes
-from cnn_pipeline.reports.receptive_field import describe, receptive_fields
+from cnn_pipeline.models.receptive_field import describe, receptive_fields
 
 from test_models import LENET5, SIMPLE_CNN, SIMPLE_CNN_BN
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from cnn_pipeline.reports import pyplot, save_figure
+from cnn_pipeline.figures import pyplot, save_figure
 
 
 def plot_training_curves(history_csv: Path, path: Path) -> None:

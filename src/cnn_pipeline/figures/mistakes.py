@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn_pipeline.reports import pyplot, save_figure
+from cnn_pipeline.figures import pyplot, save_figure
 
 
 def most_confident_mistakes(

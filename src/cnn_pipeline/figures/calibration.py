@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn_pipeline.reports import pyplot, save_figure
+from cnn_pipeline.figures import pyplot, save_figure
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cnn_pipeline.reports import pyplot, save_figure
+from cnn_pipeline.figures import pyplot, save_figure
 
 
 def _conv_layers(model: Any) -> list[Any]:
