@@ -9,14 +9,12 @@ pairs, on data prepared once in a temporary folder (which arm goes first alterna
 pair to pair). The share is the median of the pairs' differences over the median time with
 MLflow: on a shared machine whose speed drifts by tens of percent within minutes, the
 difference within a pair is steadier than the difference between the arms' medians. The
-same is reported for `fit` alone (what the recording process's CPU takes from training)
-and for CPU time (the stage's and its recording process's together), to tell, when a pair
-is far off, whether training or MLflow's own waits made the difference.
+same is reported for `fit` alone (per-epoch logging happens inside it) and for CPU time,
+to tell, when a pair is far off, whether training or MLflow's own waits made the
+difference.
 
-The difference counts everything MLflow costs: starting its recording process, which
-imports MLflow, opens the store, creates the run, logs per-epoch metrics, logs and
-registers the model; the CPU that process takes from training; and the wait at the end for
-the model's registration.
+The difference counts everything MLflow costs the stage: importing MLflow, opening the
+store, creating the run, logging per-epoch metrics, logging and registering the model.
 """
 
 from __future__ import annotations
@@ -35,17 +33,19 @@ from cnn_pipeline import paths
 
 from conftest import MNIST_DIR, REPO_ROOT, run_command
 
-# Runs the train stage with its MLflow run (and so the recording process) replaced by a
-# stand-in that accepts every call and does nothing.
+# Runs the train stage with every MLflow call of the tracking module replaced by a
+# stand-in that accepts it and does nothing.
 WITHOUT_MLFLOW = """
 import sys
-from unittest import mock
 from cnn_pipeline import tracking
-stand_in = mock.MagicMock()
-stand_in.ids = ("no-mlflow", "0")
-stand_in.__enter__.return_value = stand_in
-stand_in.__exit__.return_value = False  # let errors through
-tracking.training_run = lambda *arguments: stand_in
+from cnn_pipeline.stages import train
+tracking.open_experiment = lambda *arguments: "0"
+tracking.start_run = lambda *arguments: "no-mlflow"
+tracking.continue_run = lambda run_id: True
+tracking.logged_steps = lambda *arguments: set()
+for name in ("set_tags", "log_model_and_records", "end_run"):
+    setattr(tracking, name, lambda *arguments, **keywords: None)
+train.MlflowEpochLogger._log = staticmethod(lambda metrics, step: None)
 from cnn_pipeline.cli import main
 sys.exit(main(["train"]))
 """
@@ -54,12 +54,11 @@ WITH_MLFLOW = "import sys\nfrom cnn_pipeline.cli import main\nsys.exit(main(['tr
 
 def run_stage(script: str, workdir: Path) -> tuple[float, float, float]:
     """Wall-clock seconds of one train stage; the seconds of its `fit` alone; and the CPU
-    seconds of the stage and of the processes it started (the recording process among them:
-    the stage reaps it on exit)."""
+    seconds of the stage."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = timed([sys.executable, "-c", script], workdir)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    fit = json.loads((workdir / paths.TRAIN_METRICS_FILE).read_text())["train_seconds"]
+    fit = json.loads((workdir / paths.TRAIN_SPEED_FILE).read_text())["train_seconds"]
     return wall, fit, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
@@ -115,7 +114,7 @@ def main() -> None:
             )
     print(f"train stage, medians of {arguments.pairs} pairs: {share(wall)}")
     print(f"its fit alone: {share(fit)}")
-    print(f"its CPU time, the recording process's included: {share(cpu)}")
+    print(f"its CPU time: {share(cpu)}")
 
 
 if __name__ == "__main__":

@@ -75,22 +75,26 @@ def _arm_keras_io(epochs: int, stop_at_target: bool) -> dict[str, Any]:
     load_seconds = time.perf_counter() - started
     model = _keras_io_model()
     model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
-    fit = {"batch_size": 128, "validation_split": 0.1}
-    return _train(model, x, y, x_test, test_labels, fit, epochs, stop_at_target, load_seconds)
+    probe = _test_every_epoch(x_test, test_labels, stop_at_target)
+    # As published: batches of 128, 10% of the training images held out for validation.
+    model.fit(
+        x, y, batch_size=128, epochs=epochs, validation_split=0.1, callbacks=[probe], verbose=0
+    )
+    return _summary(model, probe, round(len(x) * 0.9), load_seconds)
 
 
 def _arm_project(
     preset: str, overrides: list[str], epochs: int | None, stop_at_target: bool
 ) -> dict[str, Any]:
-    import keras
+    """The project's preset, trained by the project's own training core."""
     import yaml
 
-    from cnn_pipeline import accelerators, config
+    from cnn_pipeline import config
     from cnn_pipeline.compose import compose_params
     from cnn_pipeline.datasets import RawDataset
     from cnn_pipeline.prepared import DatasetInfo
     from cnn_pipeline.stages.preprocess import channel_statistics, split_dataset
-    from cnn_pipeline.stages.train import compiled_model, configure_backend
+    from cnn_pipeline.training import train_model
 
     params = yaml.safe_load(
         compose_params(REPO_ROOT / "conf", [f"experiment={preset}", *overrides])
@@ -106,48 +110,23 @@ def _arm_project(
     mean, variance = channel_statistics(train.images)
     info = DatasetInfo("mnist", raw.class_names, (28, 28, 1), mean, variance)
     load_seconds = time.perf_counter() - started
-    found = accelerators.detect()
-    configure_backend(train_config.seed, found)
-    with accelerators.data_parallel(accelerators.training_devices(found, train_config.distribute)):
-        model = compiled_model(
-            config.model_config(params),
-            config.augment_config(params),
-            train_config,
-            info,
-            len(train.labels),
-        )
-        fit = {
-            "batch_size": train_config.batch_size,
-            "validation_data": (
-                validation.images,
-                keras.utils.to_categorical(validation.labels, 10),
-            ),
-        }
-        y = keras.utils.to_categorical(train.labels, 10)
-        return _train(
-            model,
-            train.images,
-            y,
-            test_images,
-            test_labels,
-            fit,
-            train_config.epochs,
-            stop_at_target,
-            load_seconds,
-        )
+    probe = _test_every_epoch(test_images, test_labels, stop_at_target)
+    result = train_model(
+        train,
+        validation,
+        info,
+        config.model_config(params),
+        config.augment_config(params),
+        train_config,
+        callbacks=[probe],
+        verbose=0,
+    )
+    return _summary(result.model, probe, len(train.labels), load_seconds)
 
 
-def _train(
-    model: Any,
-    x: Any,
-    y: Any,
-    x_test: Any,
-    y_test: Any,
-    fit: dict[str, Any],
-    epochs: int,
-    stop_at_target: bool,
-    load_seconds: float,
-) -> dict[str, Any]:
+def _test_every_epoch(x_test: Any, y_test: Any, stop_at_target: bool) -> Any:
+    """A callback that tests the model on the test images after every epoch, timing training
+    (inside fit, without this test) apart from testing."""
     import keras
 
     class TestEveryEpoch(keras.callbacks.Callback):  # type: ignore[misc]
@@ -179,10 +158,13 @@ def _train(
             if stop_at_target and accuracy >= TARGET:
                 self.model.stop_training = True
 
-    probe = TestEveryEpoch()
-    model.fit(x, y, epochs=epochs, callbacks=[probe], verbose=0, **fit)
+    return TestEveryEpoch()
+
+
+def _summary(model: Any, probe: Any, training_images: int, load_seconds: float) -> dict[str, Any]:
+    import keras
+
     reached = next((row for row in probe.rows if row["test_accuracy"] >= TARGET), None)
-    images_seen = len(x) * len(probe.rows) * (0.9 if "validation_split" in fit else 1.0)
     return {
         "backend": keras.config.backend(),
         "parameters": model.count_params(),
@@ -191,7 +173,7 @@ def _train(
         "epoch_of_target": reached["epoch"] if reached else None,
         "final_test_accuracy": probe.rows[-1]["test_accuracy"],
         "training_seconds": probe.training_seconds,
-        "images_per_second": images_seen / probe.training_seconds,
+        "images_per_second": training_images * len(probe.rows) / probe.training_seconds,
         "test_evaluation_seconds": probe.evaluation_seconds,
         "data_loading_seconds": load_seconds,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

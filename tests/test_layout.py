@@ -33,6 +33,7 @@ def test_stage_outputs_match_the_paths_module() -> None:
             paths.CHECKPOINT_DIR,
             paths.RUN_FILE,
             paths.TRAIN_METRICS_FILE,
+            paths.TRAIN_SPEED_FILE,
             paths.HISTORY_FILE,
         )
     }

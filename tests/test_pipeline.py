@@ -71,7 +71,7 @@ def test_repro_writes_model_metrics_and_plots(repo: Path) -> None:
     assert set(per_class) == set("0123456789")
     assert set(per_class["7"]) == {"precision", "recall", "f1-score"}
     history = (repo / "metrics/train_history.csv").read_text().splitlines()
-    assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy"
+    assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate"
     assert len(history) == 3  # header and 2 epochs
     assert sorted(path.name for path in (repo / "models/checkpoints").iterdir()) == [
         "epoch_001.keras",

@@ -1,148 +1,154 @@
-"""The MLflow run the train stage records from a process of its own: what reaches the store,
-and what happens when something goes wrong on either side."""
+"""MLflow tracking: the store opened safely by several processes at once, a store that cannot
+be reached failing before training, runs named and tagged so that they can be told apart."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
 
+from cnn_pipeline import tracking
 from cnn_pipeline.errors import UserError
-from cnn_pipeline.tracking import LoggedKerasModel, TrackingContext, training_run
 
-from conftest import command_environment
+from conftest import REPO_ROOT, command_environment, run_command
 
 
-def context(tmp_path: Path) -> TrackingContext:
-    return TrackingContext(
+def context(tmp_path: Path, uri: str | None = None) -> tracking.TrackingContext:
+    return tracking.TrackingContext(
         repo_root=tmp_path,
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        dvc_experiment="brisk-lark",
+        tracking_uri=uri or tracking.default_tracking_uri(tmp_path),
+        dvc_experiment=None,
         baseline_commit=None,
+        uses_default_store=uri is None,
     )
 
 
-def stored_run(tmp_path: Path, run_id: str) -> Any:
-    import mlflow
-
-    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id)
-
-
-def test_requests_reach_the_store_in_order_and_the_run_ends_finished(tmp_path: Path) -> None:
-    with training_run(
-        context(tmp_path), "test", "simple_cnn", "digits", {"train": {"seed": 3}}
-    ) as run:
-        for epoch in range(1, 4):
-            run.log_metrics({"loss": 1.0 / epoch}, step=epoch)
-        run.set_tags({"device": "CPU"})
-    run_id, _ = run.ids
-    stored = stored_run(tmp_path, run_id)
-    assert stored.info.status == "FINISHED"
-    assert stored.info.run_name == "brisk-lark"
-    assert stored.data.params == {"train.seed": "3"}
-    assert stored.data.tags["dvc.experiment"] == "brisk-lark"
-    assert stored.data.tags["device"] == "CPU"
-    import mlflow
-
-    history = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(
-        run_id, "loss"
-    )
-    assert [(metric.step, metric.value) for metric in history] == [
-        (1, 1.0),
-        (2, 0.5),
-        (3, pytest.approx(1 / 3)),
-    ]
-
-
-def test_a_request_that_fails_is_raised_with_the_store_and_the_run_ends_failed(
-    tmp_path: Path,
-) -> None:
-    missing = LoggedKerasModel(
-        path=tmp_path / "no_such_model.keras",
-        keras_version="3",
-        keras_backend="tensorflow",
-        sample_inputs=np.zeros((1, 8, 8, 1), dtype=np.float32),
-        sample_outputs=np.full((1, 10), 0.1, dtype=np.float32),
-        registered_model_name="m",
-        metadata={},
-        pip_requirements=["keras"],
-    )
-    with (
-        pytest.raises(UserError, match=r"MLflow could not log keras model in sqlite:///"),
-        training_run(context(tmp_path), "test", "simple_cnn", "digits", {}) as run,
-    ):
-        run.log_keras_model(missing)
-    assert stored_run(tmp_path, run.ids[0]).info.status == "FAILED"
-
-
-def test_an_error_in_training_ends_the_run_failed(tmp_path: Path) -> None:
-    with (
-        pytest.raises(KeyboardInterrupt),
-        training_run(context(tmp_path), "test", "simple_cnn", "digits", {}) as run,
-    ):
-        run.log_metrics({"loss": 2.0}, step=1)
-        raise KeyboardInterrupt
-    stored = stored_run(tmp_path, run.ids[0])
-    assert stored.info.status == "FAILED"
-    assert stored.data.metrics == {"loss": 2.0}
-
-
-# Records a run that logs and registers the model saved in argv[1], where every import of
-# Keras or a backend fails (the recording process inherits PYTHONPATH): it must not need them.
-RECORD_A_SAVED_MODEL = """
+# Opens a fresh default store in argv[1], creates a run with one metric and ends it.
+OPEN_AND_RECORD = """
 import sys
 from pathlib import Path
-import numpy as np
-from cnn_pipeline.tracking import LoggedKerasModel, TrackingContext, training_run
+from cnn_pipeline import tracking
 folder = Path(sys.argv[1])
-context = TrackingContext(folder, f"sqlite:///{folder / 'mlflow.db'}", None, None)
-sample = np.load(folder / "sample.npz")
-with training_run(context, "test", "simple_cnn", "digits", {}) as run:
-    run.log_keras_model(LoggedKerasModel(
-        path=folder / "model.keras",
-        keras_version=sys.argv[2],
-        keras_backend=sys.argv[3],
-        sample_inputs=sample["inputs"],
-        sample_outputs=sample["outputs"],
-        registered_model_name="digits-cnn",
-        metadata={"class_names": list("0123456789")},
-        pip_requirements=["keras"],
-    ))
+context = tracking.TrackingContext(folder, tracking.default_tracking_uri(folder), None, None)
+experiment = tracking.open_experiment(context, "sweep")
+description = tracking.RunDescription(f"run-{sys.argv[2]}", {}, {"train": {"seed": sys.argv[2]}})
+tracking.start_run(experiment, description)
+import mlflow
+mlflow.log_metric("loss", 1.0, step=1)
+tracking.end_run("FINISHED")
 """
 
 
-def test_the_recording_process_logs_the_model_without_importing_keras(tmp_path: Path) -> None:
-    keras = pytest.importorskip("keras")
-    import mlflow.keras
+def test_processes_starting_together_on_a_fresh_store_all_record_their_runs(
+    tmp_path: Path,
+) -> None:
+    """`dvc queue start -j 2` starts stages at once: without a lock, MLflow's schema
+    migration and the experiment's creation race (duplicate column, RESOURCE_ALREADY_EXISTS)."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AND_RECORD, str(tmp_path), str(index)],
+            env=command_environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for index in range(4)
+    ]
+    failures = [process.communicate()[1][-2000:] for process in processes if process.wait()]
+    assert not failures, failures
+    import mlflow
 
-    model = keras.Sequential(
-        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10)]
+    client = mlflow.MlflowClient(tracking.default_tracking_uri(tmp_path))
+    experiment = client.get_experiment_by_name("sweep")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(run.info.run_name for run in runs) == [f"run-{index}" for index in range(4)]
+    assert {run.info.status for run in runs} == {"FINISHED"}
+    assert experiment.artifact_location == (tmp_path / "mlartifacts").as_uri()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_an_unreachable_server_fails_fast_with_one_line_naming_it(tmp_path: Path) -> None:
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    with pytest.raises(UserError) as raised:
+        tracking.open_experiment(context(tmp_path, uri), "test")
+    assert time.monotonic() - started < 30
+    message = str(raised.value)
+    assert "\n" not in message
+    assert uri in message
+    assert "MLFLOW_TRACKING_URI" in message
+
+
+def test_a_server_decides_where_artifacts_go(tmp_path: Path) -> None:
+    assert context(tmp_path, "http://127.0.0.1:5000").artifact_location is None
+    assert context(tmp_path).artifact_location == (tmp_path / "mlartifacts").as_uri()
+
+
+def test_runs_are_named_after_what_differs_from_the_defaults(tmp_path: Path) -> None:
+    params = {"model": {"name": "simple_cnn"}, "train": {"learning_rate": 0.003}}
+    plain = tracking.describe_training(context(tmp_path), params, "digits", {})
+    assert plain.name == "simple_cnn-digits"
+    assert "params_changed" not in plain.tags
+    changed = tracking.describe_training(
+        context(tmp_path), params, "digits", {"train.learning_rate": "0.003"}
     )
-    model.save(tmp_path / "model.keras")
-    inputs = np.random.default_rng(2).random((2, 8, 8, 1), dtype=np.float32)
-    outputs = model.predict(inputs, verbose=0)
-    np.savez(tmp_path / "sample.npz", inputs=inputs, outputs=outputs)
-    refused = tmp_path / "refused"
-    refused.mkdir()
-    for name in ("keras", "tensorflow", "jax", "torch"):
-        (refused / f"{name}.py").write_text(f"raise ImportError('{name} refused by the test')\n")
-
-    result = subprocess.run(
-        [sys.executable, "-c", RECORD_A_SAVED_MODEL, str(tmp_path), keras.__version__, "jax"],
-        cwd=tmp_path,
-        env=command_environment(PYTHONPATH=str(refused)),
-        capture_output=True,
-        text=True,
+    assert changed.name == "simple_cnn-digits train.learning_rate=0.003"
+    assert changed.tags["params_changed"] == "train.learning_rate=0.003"
+    in_experiment = tracking.describe_training(
+        tracking.TrackingContext(tmp_path, "sqlite://", "brisk-lark", "abc"), params, "digits", {}
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert in_experiment.name == "brisk-lark"
+    assert in_experiment.tags["dvc.experiment"] == "brisk-lark"
+    assert in_experiment.tags["mlflow.source.git.commit"] == "abc"
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    loaded = mlflow.keras.load_model("models:/digits-cnn/1")
-    np.testing.assert_allclose(loaded.predict(inputs, verbose=0), outputs, rtol=1e-6)
-    info = mlflow.models.get_model_info("models:/digits-cnn/1")
-    assert info.flavors["keras"]["keras_backend"] == "jax"
-    assert info.metadata == {"class_names": list("0123456789")}
+
+def test_results_for_a_run_the_store_no_longer_has_are_skipped_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    logged = tracking.log_to_run("0" * 32, context(tmp_path), {"test_accuracy": 1.0}, [], "x")
+    assert logged is False
+    assert "is not in" in caplog.text
+
+
+def test_the_train_stage_stops_before_importing_tensorflow_when_the_store_is_unreachable(
+    tmp_path: Path,
+) -> None:
+    """One line naming the server, within seconds: no TensorFlow import, no training."""
+    workdir = tmp_path / "repo"
+    (workdir / "data").mkdir(parents=True)
+    params = REPO_ROOT / "params.yaml"
+    (workdir / "params.yaml").write_text(params.read_text())
+    run_command(["cnn-pipeline", "download"], workdir)
+    run_command(["cnn-pipeline", "preprocess"], workdir)
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    started = time.monotonic()
+    result = run_command(
+        ["cnn-pipeline", "train"],
+        workdir,
+        check=False,
+        MLFLOW_TRACKING_URI=uri,
+        PYTHONPATH=str(_refusing_tensorflow(tmp_path)),
+    )
+    assert result.returncode == 2, result.stderr
+    assert time.monotonic() - started < 30
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"cnn-pipeline train: error: MLflow cannot record the run in {uri}")
+    assert not (workdir / "models").exists()
+
+
+def _refusing_tensorflow(tmp_path: Path) -> Path:
+    """A PYTHONPATH folder whose `tensorflow` fails to import: proof that it was not needed."""
+    folder = tmp_path / "refuse"
+    folder.mkdir()
+    (folder / "tensorflow.py").write_text("raise ImportError('tensorflow refused by the test')\n")
+    return folder

@@ -1,23 +1,18 @@
-"""Training and evaluation in-process: reproducibility and the records they leave."""
+"""The pure training core (`training.train_model`): reproducibility, the per-epoch history
+and the learning-rate schedule; the train stage's pinned serving requirements."""
 
 from __future__ import annotations
 
 import math
-import shutil
-from pathlib import Path
 
+import numpy as np
 import pytest
 
-from cnn_pipeline.config import (
-    AugmentConfig,
-    EvaluateConfig,
-    MlflowConfig,
-    SimpleCnnConfig,
-    TrainConfig,
-)
-from cnn_pipeline.errors import UserError
+from cnn_pipeline import training
+from cnn_pipeline.config import AugmentConfig, SimpleCnnConfig, TrainConfig
+from cnn_pipeline.prepared import DatasetInfo, Split, load_info, load_split
 from cnn_pipeline.stages import download, evaluate, preprocess, train
-from cnn_pipeline.tracking import TrackingContext, training_run
+from cnn_pipeline.training import TrainingResult, train_model
 
 from conftest import data_config
 
@@ -47,55 +42,58 @@ TRAIN = TrainConfig(
 
 
 @pytest.fixture(scope="module")
-def prepared_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Split, Split, Split, DatasetInfo]:
     workdir = tmp_path_factory.mktemp("prepared")
     data = data_config("digits")
     download.run(data, workdir / "data/raw")
     preprocess.run(data, workdir / "data/raw", workdir / "data/prepared")
-    return workdir
+    prepared_dir = workdir / "data/prepared"
+    splits = (load_split(prepared_dir, name) for name in ("train", "validation", "test"))
+    return (*splits, load_info(prepared_dir))  # type: ignore[return-value]
 
 
-def train_and_evaluate(source: Path, workdir: Path, train_config: TrainConfig) -> dict[str, object]:
-    shutil.copytree(source / "data", workdir / "data")
-    context = TrackingContext(
-        repo_root=workdir,
-        tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}",
-        dvc_experiment=None,
-        baseline_commit=None,
-    )
-    params = {"train": train_config.model_dump()}
-    train.run(
-        MODEL,
-        NO_AUGMENTATION,
-        train_config,
-        MlflowConfig(experiment_name="test", registered_model_name="m"),
-        training_run(context, "test", MODEL.name, "digits", params),
-        workdir,
-    )
-    evaluation = evaluate.run(
-        EvaluateConfig(batch_size=128, confusion_normalize=True), context, workdir
-    )
-    return evaluation.metrics
+def train_and_test(
+    prepared: tuple[Split, Split, Split, DatasetInfo], train_config: TrainConfig
+) -> tuple[TrainingResult, dict[str, object]]:
+    """The pure training core, then the evaluate stage's own computation of test metrics."""
+    train, validation, test, info = prepared
+    result = train_model(train, validation, info, MODEL, NO_AUGMENTATION, train_config)
+    evaluation = evaluate.evaluate_model(result.model, test.images, test.labels, info, 128)
+    return result, evaluation.metrics
 
 
-def test_same_params_and_seed_give_the_same_test_metrics(
-    prepared_workdir: Path, tmp_path: Path
+def test_same_params_and_seed_give_the_same_model_and_test_metrics(
+    prepared: tuple[Split, Split, Split, DatasetInfo],
 ) -> None:
-    first = train_and_evaluate(prepared_workdir, tmp_path / "first", TRAIN)
-    second = train_and_evaluate(prepared_workdir, tmp_path / "second", TRAIN)
-    assert first == second
-    other_seed = train_and_evaluate(
-        prepared_workdir, tmp_path / "other", TRAIN.model_copy(update={"seed": 8})
+    first, first_metrics = train_and_test(prepared, TRAIN)
+    second, second_metrics = train_and_test(prepared, TRAIN)
+    assert first_metrics == second_metrics
+    assert first.history == second.history
+    for a, b in zip(first.model.get_weights(), second.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    _, other_seed = train_and_test(prepared, TRAIN.model_copy(update={"seed": 8}))
+    assert other_seed["test_loss"] != first_metrics["test_loss"]
+
+
+def test_history_has_one_row_per_epoch_with_the_learning_rate_as_scheduled(
+    prepared: tuple[Split, Split, Split, DatasetInfo],
+) -> None:
+    result, _ = train_and_test(prepared, TRAIN.model_copy(update={"epochs": 3}))
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert list(result.history[0]) == list(training.HISTORY_COLUMNS)
+    schedule = training.learning_rate_schedule(
+        TRAIN.model_copy(update={"epochs": 3}), len(prepared[0].labels)
     )
-    assert other_seed["test_loss"] != first["test_loss"]
+    steps = training.steps_per_epoch(len(prepared[0].labels), TRAIN.batch_size)
+    expected = [float(schedule(steps * epoch)) for epoch in (1, 2, 3)]  # type: ignore[operator]
+    assert [row["learning_rate"] for row in result.history] == pytest.approx(expected, abs=1e-7)
+    assert result.history[-1]["learning_rate"] == pytest.approx(0.0, abs=1e-9)  # cosine's end
 
 
 def test_mean_squared_error_loss_trains_on_the_softmax_output(
-    prepared_workdir: Path, tmp_path: Path
+    prepared: tuple[Split, Split, Split, DatasetInfo],
 ) -> None:
-    metrics = train_and_evaluate(
-        prepared_workdir, tmp_path, TRAIN.model_copy(update={"loss": "mean_squared_error"})
-    )
+    _, metrics = train_and_test(prepared, TRAIN.model_copy(update={"loss": "mean_squared_error"}))
     # MSE between a softmax and a one-hot target is at most 2/num_classes = 0.2.
     assert 0 < float(metrics["test_loss"]) < 0.2  # type: ignore[arg-type]
 
@@ -123,7 +121,7 @@ def test_learning_rate_warms_up_then_follows_the_schedule(
     config = TRAIN.model_copy(
         update={"lr_schedule": schedule, "learning_rate": 0.01, "warmup_epochs": 0.5}
     )
-    schedule = train.learning_rate_schedule(config, training_images=10 * config.batch_size)
+    schedule = training.learning_rate_schedule(config, training_images=10 * config.batch_size)
     assert callable(schedule)
     rates = [float(schedule(step)) for step in (0, 5, 10, 20)]
     assert rates == pytest.approx(expected, abs=1e-7)
@@ -131,33 +129,4 @@ def test_learning_rate_warms_up_then_follows_the_schedule(
 
 def test_constant_learning_rate_without_warmup_is_a_plain_number() -> None:
     config = TRAIN.model_copy(update={"lr_schedule": "constant"})
-    assert train.learning_rate_schedule(config, 640) == 0.003
-
-
-def test_a_broken_tracking_store_stops_training_early_and_records_no_run(
-    prepared_workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    shutil.copytree(prepared_workdir / "data", tmp_path / "data")
-    not_a_folder = tmp_path / "not_a_folder"
-    not_a_folder.write_text("")
-    context = TrackingContext(
-        repo_root=tmp_path,
-        tracking_uri=f"sqlite:///{not_a_folder / 'mlflow.db'}",
-        dvc_experiment=None,
-        baseline_commit=None,
-    )
-    epochs = 60
-    with pytest.raises(
-        UserError, match=r"MLflow cannot record the run in sqlite:///.*not_a_folder"
-    ):
-        train.run(
-            MODEL,
-            NO_AUGMENTATION,
-            TRAIN.model_copy(update={"epochs": epochs}),
-            MlflowConfig(experiment_name="test", registered_model_name="m"),
-            training_run(context, "test", MODEL.name, "digits", {}),
-            tmp_path,
-        )
-    assert capsys.readouterr().out.count("Epoch ") < epochs
-    assert not (tmp_path / "models/mlflow_run.json").exists()
-    assert not (tmp_path / "models/model.keras").exists()
+    assert training.learning_rate_schedule(config, 640) == 0.003

@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from cnn_pipeline import config, paths
-from cnn_pipeline.errors import UserError
+from cnn_pipeline.errors import TrainingInterrupted, UserError
 
 logger = logging.getLogger("cnn_pipeline")
 
@@ -63,13 +64,43 @@ def _train(params: dict[str, Any], workdir: Path) -> None:
 
     dataset = load_info(workdir / paths.PREPARED_DIR).name
     context = tracking.TrackingContext.from_environment(workdir)
-    # MLflow starts in a process of its own before TensorFlow is imported, on the other core.
-    with tracking.training_run(
-        context, mlflow_config.experiment_name, model_config.name, dataset, logged
-    ) as tracked:
-        from cnn_pipeline.stages import train
+    description = tracking.describe_training(
+        context, logged, dataset, _changed_from_defaults(params, workdir)
+    )
+    # Before TensorFlow's import: a store that cannot be reached fails in seconds.
+    experiment_id = tracking.open_experiment(context, mlflow_config.experiment_name)
+    from cnn_pipeline.stages import train
 
-        train.run(model_config, augment_config, train_config, mlflow_config, tracked, workdir)
+    train.run(
+        model_config,
+        augment_config,
+        train_config,
+        mlflow_config,
+        context,
+        description,
+        experiment_id,
+        workdir,
+    )
+
+
+def _changed_from_defaults(params: dict[str, Any], workdir: Path) -> dict[str, str]:
+    """The params.yaml values that differ from conf/'s default composition, flattened
+    (`train.learning_rate` -> "0.003"); empty where conf/ cannot be composed."""
+    import yaml
+
+    from cnn_pipeline.compose import compose_params
+    from cnn_pipeline.tracking import flatten_params
+
+    try:
+        defaults = yaml.safe_load(compose_params(workdir / paths.CONFIG_DIR, []))
+    except UserError:
+        return {}
+    default_values = flatten_params(defaults)
+    return {
+        key: value
+        for key, value in flatten_params(params).items()
+        if default_values.get(key) != value and not key.startswith(("data.mirror", "mlflow."))
+    }
 
 
 def _evaluate(params: dict[str, Any], workdir: Path) -> None:
@@ -194,7 +225,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format=f"[{arguments.command}] %(message)s", stream=sys.stderr
     )
+    # MLflow's own notices (which project manager it detected, that a uv environment has no
+    # pip to ask for its version) are not for the user of a stage; its warnings that ask
+    # for action, and errors, still show.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ start-up notices
+    # `kill` (SIGTERM, what schedulers and `dvc queue kill` send) stops as Ctrl-C does: the
+    # train stage then keeps its finished epochs and ends its MLflow run as KILLED.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         if arguments.command == "params":
             _compose(arguments)
@@ -203,9 +242,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             stage, _ = STAGES[arguments.command]
             stage(config.read_params(arguments.params), Path.cwd())
+    except TrainingInterrupted as error:
+        print(f"cnn-pipeline {arguments.command}: {error}", file=sys.stderr)
+        return 130
     except UserError as error:
         print(f"cnn-pipeline {arguments.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"cnn-pipeline {arguments.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

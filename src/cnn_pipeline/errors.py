@@ -9,6 +9,11 @@ class UserError(Exception):
     """
 
 
+class TrainingInterrupted(UserError):
+    """Ctrl-C or SIGTERM during training: the finished epochs are kept, and the message says
+    from which epoch `dvc repro` resumes. Printed as one line; exit status 130."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an error's message (its type's name if it has none): what a
     one-line UserError quotes of a library's multi-line message."""

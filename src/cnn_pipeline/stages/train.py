@@ -1,123 +1,43 @@
-"""Train stage: fit the configured CNN on the prepared data, log the run to MLflow.
+"""Train stage: fit the configured CNN on the prepared data, record it in MLflow, write the
+model, one checkpoint per epoch, the per-epoch history (a DVC plot), the final training
+metrics, and the MLflow run id that the evaluate and report stages add their results to.
 
-Writes the model, one checkpoint per epoch, the per-epoch history (a DVC plot), final
-training metrics, and the MLflow run id that the evaluate stage adds its test metrics to.
+Interrupted (Ctrl-C, `kill`), it keeps what the finished epochs learned (`resume.py`): the
+next `dvc repro` continues from there, in the same MLflow run.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import keras
-import numpy as np
 
-from cnn_pipeline import paths
-from cnn_pipeline.accelerators import (
-    Accelerators,
-    data_parallel,
-    detect,
-    precision_policy,
-    training_devices,
-)
+from cnn_pipeline import paths, tracking
+from cnn_pipeline.accelerators import detect
 from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.config import AnyModelConfig, AugmentConfig, MlflowConfig, TrainConfig
-from cnn_pipeline.models import build_model
+from cnn_pipeline.errors import TrainingInterrupted
 from cnn_pipeline.models.receptive_field import describe, receptive_fields
 from cnn_pipeline.prepared import DatasetInfo, load_info, load_split
-from cnn_pipeline.tracking import BackgroundRun, LoggedKerasModel
+from cnn_pipeline.resume import ResumeState, fingerprint
+from cnn_pipeline.training import HISTORY_COLUMNS, train_model
 
 logger = logging.getLogger(__name__)
-
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy")
 
 
 @dataclass(frozen=True)
 class TrainResult:
     run_id: str
-    history: list[dict[str, float]]  # one row per epoch, keys HISTORY_COLUMNS
+    history: list[dict[str, float]]  # every epoch of the training, keys HISTORY_COLUMNS
     device: str
-    seconds: float
+    seconds: float  # fit() of this invocation (the resumed part only, after an interruption)
 
 
-def configure_backend(seed: int, accelerators: Accelerators) -> None:
-    """Seed Python, NumPy and the backend; pick the precision policy.
-
-    On a CPU TensorFlow's kernels are also made deterministic, so that the same params and
-    seed give the same metrics. On GPUs speed comes first: deterministic kernels would turn
-    off XLA compilation (Keras compiles with XLA on GPUs) and pick slower convolutions.
-    """
-    keras.utils.set_random_seed(seed)
-    keras.config.set_dtype_policy(precision_policy(accelerators))
-    if keras.config.backend() == "tensorflow" and not accelerators.gpus:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-
-
-def learning_rate_schedule(
-    config: TrainConfig, training_images: int
-) -> float | keras.optimizers.schedules.LearningRateSchedule:
-    """The learning rate first rises linearly from 0 over `warmup_epochs`, then stays at
-    `learning_rate` (constant) or glides from it to zero by the last step of the last epoch
-    (cosine). A plain number when it never changes."""
-    steps_per_epoch = math.ceil(training_images / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    if not warmup_steps and config.lr_schedule == "constant":
-        return config.learning_rate
-    return keras.optimizers.schedules.CosineDecay(
-        0.0 if warmup_steps else config.learning_rate,
-        decay_steps=max(total_steps - warmup_steps, 1),
-        alpha=1.0 if config.lr_schedule == "constant" else 0.0,  # 1.0: no decay at all
-        warmup_target=config.learning_rate if warmup_steps else None,
-        warmup_steps=warmup_steps,
-    )
-
-
-def make_optimizer(config: TrainConfig, training_images: int) -> keras.optimizers.Optimizer:
-    """The configured optimizer, stepping along `learning_rate_schedule`."""
-    learning_rate = learning_rate_schedule(config, training_images)
-    optimizers = {
-        "adam": keras.optimizers.Adam,
-        "sgd": keras.optimizers.SGD,
-        "rmsprop": keras.optimizers.RMSprop,
-    }
-    optimizer: keras.optimizers.Optimizer = optimizers[config.optimizer](
-        learning_rate=learning_rate
-    )
-    return optimizer
-
-
-def compiled_model(
-    model_config: AnyModelConfig,
-    augment_config: AugmentConfig,
-    train_config: TrainConfig,
-    info: DatasetInfo,
-    training_images: int,
-) -> keras.Model:
-    """The configured network with its normalisation and augmentation layers, compiled with
-    the configured optimizer and loss. Call `configure_backend` first; build inside
-    `accelerators.data_parallel` to train on several devices."""
-    model = build_model(
-        model_config,
-        info.image_shape,
-        info.num_classes,
-        augment_config,
-        (info.channel_mean, info.channel_variance),
-    )
-    model.compile(
-        optimizer=make_optimizer(train_config, training_images),
-        loss=train_config.loss,
-        metrics=["accuracy"],
-    )
-    return model
-
-
+CHECKPOINT_NAME = "epoch_{epoch:03d}.keras"  # models/checkpoints/epoch_001.keras, ...
 BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
 
 
@@ -139,16 +59,68 @@ def serving_requirements() -> list[str]:
     return requirements
 
 
-class MlflowEpochLogger(keras.callbacks.Callback):  # type: ignore[misc]
-    """Hands every epoch's metrics to the recording process, as one call (step = epoch)."""
+class EpochRecords(keras.callbacks.Callback):  # type: ignore[misc]
+    """Keeps every finished epoch's row in the resume state, before the backup of that epoch
+    is written: after a resume the rows of epochs being trained again are dropped, so the
+    history holds each epoch exactly once. Also prints the model and its receptive fields
+    when training begins."""
 
-    def __init__(self, tracked: BackgroundRun) -> None:
+    def __init__(self, state: ResumeState, image_size: int) -> None:
         super().__init__()
-        self.tracked = tracked
+        self.state = state
+        self.image_size = image_size
+        self.rows = state.history()
+        self.receptive_fields: list[dict[str, Any]] = []
+
+    def on_train_begin(self, logs: dict[str, float] | None = None) -> None:
+        self.model.summary(print_fn=logger.info)
+        fields = receptive_fields(self.model)
+        self.receptive_fields = [asdict(row) for row in fields]
+        logger.info(
+            "receptive fields, in pixels of the input image:\n%s", describe(fields, self.image_size)
+        )
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if self.rows and self.rows[-1]["epoch"] > epoch:
+            self.rows = [row for row in self.rows if row["epoch"] <= epoch]
+            self.state.save_history(self.rows)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        self.tracked.raise_if_failed()  # a broken store stops training here, not at the end
-        self.tracked.log_metrics(logs or {}, step=epoch + 1)
+        logs = logs or {}
+        self.rows.append(
+            {"epoch": epoch + 1, **{key: float(logs[key]) for key in HISTORY_COLUMNS[1:]}}
+        )
+        self.state.save_history(self.rows)
+
+
+class MlflowEpochLogger(keras.callbacks.Callback):  # type: ignore[misc]
+    """Logs every epoch's metrics to the active MLflow run (one call, step = epoch), after its
+    backup: a resumed training first logs the finished epochs the run is missing, so the run
+    ends with each step exactly once."""
+
+    def __init__(self, run_id: str, records: EpochRecords) -> None:
+        super().__init__()
+        self.run_id = run_id
+        self.records = records
+        self.caught_up = False
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        if self.caught_up:
+            return
+        self.caught_up = True
+        logged = tracking.logged_steps(self.run_id, "loss")
+        for row in self.records.rows:
+            if int(row["epoch"]) not in logged:
+                self._log({key: row[key] for key in HISTORY_COLUMNS[1:]}, int(row["epoch"]))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        self._log(logs or {}, epoch + 1)
+
+    @staticmethod
+    def _log(metrics: dict[str, float], step: int) -> None:
+        import mlflow
+
+        mlflow.log_metrics({key: float(value) for key, value in metrics.items()}, step=step)
 
 
 def _write_history(history: list[dict[str, float]], path: Path) -> None:
@@ -163,116 +135,120 @@ def run(
     augment_config: AugmentConfig,
     train_config: TrainConfig,
     mlflow_config: MlflowConfig,
-    tracked: BackgroundRun,
+    context: tracking.TrackingContext,
+    run_description: tracking.RunDescription,
+    experiment_id: str,
     workdir: Path,
 ) -> TrainResult:
-    """Train on workdir/data/prepared and write the model and its records under workdir;
-    record the run in `tracked` and end it (`tracking.training_run` starts it, best before
-    TensorFlow is imported: MLflow's start-up then overlaps with that import)."""
-    info: DatasetInfo = load_info(workdir / paths.PREPARED_DIR)
-    train = load_split(workdir / paths.PREPARED_DIR, "train")
-    validation = load_split(workdir / paths.PREPARED_DIR, "validation")
+    """Train on workdir/data/prepared and write the model and its records under workdir,
+    recorded in an MLflow run of `experiment_id` (`tracking.open_experiment`), continued
+    where an interrupted training of the same configuration left one."""
+    prepared_dir = workdir / paths.PREPARED_DIR
+    info: DatasetInfo = load_info(prepared_dir)
+    train = load_split(prepared_dir, "train")
+    validation = load_split(prepared_dir, "validation")
+
+    state = ResumeState.for_training(
+        context.repo_root,
+        fingerprint(run_description.params, sorted(prepared_dir.iterdir())),
+    )
+    run_id = state.run_id() if state.is_resumable() else None
+    if run_id is not None and tracking.continue_run(run_id):
+        logger.info("resuming the interrupted training (MLflow run %s)", run_id)
+    else:
+        state.discard()
+        run_id = tracking.start_run(experiment_id, run_description)
+        state.prepare()
+        state.save_run_id(run_id)
 
     accelerators = detect()
     device = accelerators.describe()
-    configure_backend(train_config.seed, accelerators)
+    tracking.set_tags({"device": device, "keras_backend": keras.config.backend()})
+    records = EpochRecords(state, info.image_shape[0])
+    try:
+        result = train_model(
+            train,
+            validation,
+            info,
+            model_config,
+            augment_config,
+            train_config,
+            accelerators=accelerators,
+            callbacks=[
+                records,
+                keras.callbacks.BackupAndRestore(str(state.backup_dir), delete_checkpoint=False),
+                keras.callbacks.ModelCheckpoint(
+                    str(state.checkpoint_dir / "epoch_{epoch:03d}.keras")
+                ),
+                MlflowEpochLogger(run_id, records),
+            ],
+        )
+    except KeyboardInterrupt:
+        tracking.end_run("KILLED")
+        finished = len(records.rows)
+        raise TrainingInterrupted(
+            f"training interrupted after epoch {finished} of {train_config.epochs}; "
+            f"`dvc repro` resumes from epoch {finished + 1} (MLflow run {run_id})"
+        ) from None
+    except BaseException:
+        tracking.end_run("FAILED")
+        raise
+    model = result.model
+    history = records.rows
+    images_per_second = len(train.labels) * len(result.history) / max(result.seconds, 1e-9)
+    speed = {
+        "train_seconds": round(result.seconds, 2),
+        "train_images_per_second": round(images_per_second, 1),
+    }
     model_info = {
         "dataset": info.name,
         "class_names": list(info.class_names),
         "image_shape": list(info.image_shape),
     }
-
-    tracked.set_tags({"device": device, "keras_backend": keras.config.backend()})
-    # Leaving this block waits for MLflow to have recorded everything, and ends the run.
-    with tracked, data_parallel(training_devices(accelerators, train_config.distribute)):
-        model = compiled_model(model_config, augment_config, train_config, info, len(train.labels))
-        model.summary(print_fn=logger.info)
-        fields = receptive_fields(model)
-        fields_document = {"layers": [asdict(row) for row in fields]}
-        logger.info(
-            "receptive fields, in pixels of the input image:\n%s",
-            describe(fields, info.image_shape[0]),
-        )
-        parameter_count = model.count_params()
-        tracked.log_params({"model.parameter_count": str(parameter_count)})
-        tracked.log_dict(fields_document, "receptive_fields.json")
-        tracked.log_dict(model_info, "model_info.json")
-
-        one_hot = keras.utils.to_categorical
-        with atomic_path(workdir / paths.CHECKPOINT_DIR) as checkpoint_dir:
-            checkpoint_dir.mkdir()
-            started = time.perf_counter()
-            fit = model.fit(
-                train.images,
-                one_hot(train.labels, info.num_classes),
-                validation_data=(
-                    validation.images,
-                    one_hot(validation.labels, info.num_classes),
-                ),
-                batch_size=train_config.batch_size,
-                epochs=train_config.epochs,
-                shuffle=True,
-                callbacks=[
-                    keras.callbacks.ModelCheckpoint(
-                        str(checkpoint_dir / "epoch_{epoch:03d}.keras")
-                    ),
-                    MlflowEpochLogger(tracked),
-                ],
-                verbose=2,
-            )
-            seconds = time.perf_counter() - started
-
-        history = [
-            {
-                "epoch": epoch + 1,
-                **{key: float(fit.history[key][epoch]) for key in HISTORY_COLUMNS[1:]},
-            }
-            for epoch in range(len(fit.history["loss"]))
-        ]
-        images_per_second = len(train.labels) * train_config.epochs / seconds
-        tracked.log_metrics(
-            {"train_seconds": seconds, "train_images_per_second": images_per_second}
-        )
-        sample = train.images[:4].astype(np.float32)
-        probabilities = model.predict(sample, verbose=0)
-
+    try:
         with atomic_path(workdir / paths.MODEL_FILE) as staged_model:
             model.save(staged_model)
-        tracked.log_keras_model(
-            LoggedKerasModel(
-                path=workdir / paths.MODEL_FILE,
-                keras_version=keras.__version__,
-                keras_backend=keras.config.backend(),
-                sample_inputs=sample,
-                sample_outputs=probabilities,
-                registered_model_name=mlflow_config.registered_model_name,
-                metadata=model_info,  # class names travel with the registered model
-                pip_requirements=serving_requirements(),
-            )
+        tracking.log_model_and_records(
+            model,
+            sample_images=train.images[:4],
+            registered_model_name=mlflow_config.registered_model_name,
+            metadata=model_info,
+            pip_requirements=serving_requirements(),
+            metrics=speed,
+            params={"model.parameter_count": model.count_params()},
+            documents={
+                "receptive_fields.json": {"layers": records.receptive_fields},
+                "model_info.json": model_info,
+            },
         )
-    run_id, experiment = tracked.ids
+    except BaseException:
+        tracking.end_run("FAILED")
+        raise
+    tracking.end_run("FINISHED")
 
     final = history[-1]
     write_json(
         {
-            **{key: final[key] for key in HISTORY_COLUMNS[1:]},
+            **{key: final[key] for key in HISTORY_COLUMNS[1:-1]},
             "epochs": len(history),
-            "train_seconds": round(seconds, 2),
-            "train_images_per_second": round(images_per_second, 1),
             "device": device,
         },
         workdir / paths.TRAIN_METRICS_FILE,
     )
+    write_json(speed, workdir / paths.TRAIN_SPEED_FILE)
     _write_history(history, workdir / paths.HISTORY_FILE)
-    write_json({"run_id": run_id, "experiment_id": experiment}, workdir / paths.RUN_FILE)
+    write_json({"run_id": run_id, "experiment_id": experiment_id}, workdir / paths.RUN_FILE)
     write_json(model_info, workdir / paths.MODEL_INFO_FILE)
-    write_json(fields_document, workdir / paths.RECEPTIVE_FIELDS_FILE)
+    write_json({"layers": records.receptive_fields}, workdir / paths.RECEPTIVE_FIELDS_FILE)
+    with atomic_path(workdir / paths.CHECKPOINT_DIR) as staged_checkpoints:
+        state.checkpoint_dir.rename(staged_checkpoints)
+    state.discard()
     logger.info(
         "trained %s on %s in %.1f s on %s (MLflow run %s)",
         model_config.name,
         info.name,
-        seconds,
+        result.seconds,
         device,
         run_id,
     )
-    return TrainResult(run_id=run_id, history=history, device=device, seconds=seconds)
+    return TrainResult(run_id=run_id, history=history, device=device, seconds=result.seconds)

@@ -1,0 +1,94 @@
+"""What an interrupted training leaves behind so that the next `dvc repro` resumes it.
+
+DVC deletes a stage's outputs before it runs the stage again, and `dvc exp run --queue` runs
+stages in a temporary copy of the repository, so the state lives in the real repository's
+`.dvc/tmp/train-resume/<fingerprint>/`, which neither touches. The fingerprint covers
+everything that defines the trained model (the params the train stage reads, the prepared
+data, the package's source code): change any of them and training starts afresh, never
+resuming another configuration. The folder is deleted once the stage has written its outputs.
+
+    <fingerprint>/backup/           keras.callbacks.BackupAndRestore: weights, optimizer, epoch
+    <fingerprint>/checkpoints/      one model file per finished epoch (models/checkpoints/)
+    <fingerprint>/history.json      one row per finished epoch, in order
+    <fingerprint>/mlflow_run.json   the MLflow run the training logs to, continued on resume
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cnn_pipeline.atomic import write_json
+
+RESUME_DIR = Path(".dvc/tmp/train-resume")
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def fingerprint(params: Mapping[str, Any], data_files: Iterable[Path]) -> str:
+    """A digest of the params, the prepared data files and every source file of the package."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    sources = sorted(PACKAGE_DIR.rglob("*.py"))
+    for path in [*sorted(data_files), *sources]:
+        digest.update(path.name.encode())
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    folder: Path
+
+    @classmethod
+    def for_training(cls, repo_root: Path, key: str) -> ResumeState:
+        return cls(repo_root / RESUME_DIR / key)
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.folder / "backup"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.folder / "checkpoints"
+
+    @property
+    def history_file(self) -> Path:
+        return self.folder / "history.json"
+
+    @property
+    def run_file(self) -> Path:
+        return self.folder / "mlflow_run.json"
+
+    def prepare(self) -> None:
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+
+    def is_resumable(self) -> bool:
+        """True where an earlier training of the same configuration finished some epochs."""
+        return (self.backup_dir / "training_metadata.json").is_file()
+
+    def history(self) -> list[dict[str, float]]:
+        if not self.history_file.is_file():
+            return []
+        rows: list[dict[str, float]] = json.loads(self.history_file.read_text(encoding="utf-8"))
+        return rows
+
+    def save_history(self, rows: list[dict[str, float]]) -> None:
+        write_json(rows, self.history_file)
+
+    def run_id(self) -> str | None:
+        if not self.run_file.is_file():
+            return None
+        run_id: str = json.loads(self.run_file.read_text(encoding="utf-8"))["run_id"]
+        return run_id
+
+    def save_run_id(self, run_id: str) -> None:
+        write_json({"run_id": run_id}, self.run_file)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
