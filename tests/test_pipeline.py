@@ -125,6 +125,48 @@ def test_mlflow_run_holds_params_metrics_model_and_tags(repo: Path) -> None:
     assert [version.run_id for version in versions] == [run_id]
 
 
+def test_registered_versions_carry_test_results_and_promote_sets_the_champion(
+    repo: Path, tmp_path: Path
+) -> None:
+    client = mlflow_client(repo)
+    (version,) = client.search_model_versions("name='cnn-pipeline'")
+    test_metrics = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert float(version.tags["test_accuracy"]) == pytest.approx(test_metrics["test_accuracy"])
+    assert version.tags["dataset"] == "digits"
+    assert "Test accuracy" in version.description
+
+    missing = run_command(
+        ["cnn-pipeline", "promote", "--version", "9"], repo, check=False
+    ).stderr.strip()
+    assert missing == (
+        "cnn-pipeline promote: error: 'cnn-pipeline' has no version 9; it has versions 1"
+    )
+    promoted = run_command(["cnn-pipeline", "promote"], repo)
+    assert "models:/cnn-pipeline@champion is now version 1" in promoted.stderr
+    test = np.load(repo / "data/prepared/test.npz")
+    from PIL import Image
+
+    image_file = tmp_path / "digit.png"
+    Image.fromarray(test["images"][0][:, :, 0]).save(image_file)
+    by_alias = run_command(
+        [
+            "cnn-pipeline",
+            "predict",
+            "--json",
+            "--invert",
+            "no",
+            "--model",
+            "models:/cnn-pipeline@champion",
+            str(image_file),
+        ],
+        repo,
+    )
+    by_file = run_command(
+        ["cnn-pipeline", "predict", "--json", "--invert", "no", str(image_file)], repo
+    )
+    assert json.loads(by_alias.stdout)["top"] == json.loads(by_file.stdout)["top"]
+
+
 def test_second_repro_is_a_no_op(repo: Path) -> None:
     result = run_command(["dvc", "repro"], repo)
     assert running_stages(result.stdout) == []
@@ -240,7 +282,8 @@ def test_served_model_answers_like_cnn_pipeline_predict(repo: Path, tmp_path: Pa
         {entry["class"]: entry["probability"] for entry in json.loads(line)["top"]}
         for line in predicted.stdout.splitlines()
     ]
-    arrays = [load_image(path, (8, 8, 1), invert="auto").astype("float32") for path in images]
+    arrays = [load_image(path, (8, 8, 1), invert="auto") for path in images]
+    assert arrays[0].dtype == np.uint8  # raw pixels, as the logged signature says
 
     port = free_port()
     command = [
@@ -259,10 +302,11 @@ def test_served_model_answers_like_cnn_pipeline_predict(repo: Path, tmp_path: Pa
     with server(command, repo, port) as url:
         answer = post_json(f"{url}/invocations", {"inputs": [a.tolist() for a in arrays]})
 
-    served = np.asarray(answer["predictions"])
-    for row, probabilities in zip(served, expected, strict=True):
-        for class_index, probability in enumerate(row):
-            assert probability == pytest.approx(probabilities[str(class_index)], abs=1e-5)
+    for served, probabilities in zip(answer["predictions"], expected, strict=True):
+        assert served["class"] == max(probabilities, key=probabilities.__getitem__)
+        assert served["probability"] == pytest.approx(max(probabilities.values()), abs=1e-5)
+        for name, probability in probabilities.items():
+            assert served[name] == pytest.approx(probability, abs=1e-5)
 
 
 def test_mlflow_rest_api_compares_the_two_runs(repo: Path) -> None:

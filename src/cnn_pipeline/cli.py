@@ -155,6 +155,17 @@ def _parser() -> argparse.ArgumentParser:
     compose.add_argument("--config-dir", type=Path, default=paths.CONFIG_DIR)
     compose.add_argument("--output", type=Path, default=paths.PARAMS_FILE)
 
+    promote = commands.add_parser(
+        "promote",
+        help="point the champion alias at the best registered model version",
+        description="Point an alias of the registered model (params.yaml mlflow."
+        "registered_model_name) at a version: the one with the best test accuracy, or "
+        "--version N. Then `predict --model models:/cnn-pipeline@champion` uses it.",
+    )
+    promote.add_argument("--version", type=int, help="this version instead of the best one")
+    promote.add_argument("--alias", default="champion", help="(default: %(default)s)")
+    promote.add_argument("--params", type=Path, default=paths.PARAMS_FILE)
+
     predict = commands.add_parser(
         "predict",
         help="classify image files with the trained model",
@@ -188,6 +199,23 @@ def _compose(arguments: argparse.Namespace) -> None:
         staged.write_text(text, encoding="utf-8")
     logger.info(
         "wrote %s from %s %s", arguments.output, arguments.config_dir, " ".join(arguments.overrides)
+    )
+
+
+def _promote(arguments: argparse.Namespace) -> None:
+    mlflow_config = config.mlflow_config(config.read_params(arguments.params))
+    from cnn_pipeline.registry import promote
+    from cnn_pipeline.tracking import TrackingContext
+
+    context = TrackingContext.from_environment(Path.cwd())
+    name = mlflow_config.registered_model_name
+    version, accuracy = promote(context, name, arguments.version, arguments.alias)
+    logger.info(
+        "models:/%s@%s is now version %s (test accuracy %s)",
+        name,
+        arguments.alias,
+        version,
+        accuracy or "not evaluated",
     )
 
 
@@ -237,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if arguments.command == "params":
             _compose(arguments)
+        elif arguments.command == "promote":
+            _promote(arguments)
         elif arguments.command == "predict":
             return _predict(arguments)
         else:

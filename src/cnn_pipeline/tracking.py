@@ -217,6 +217,23 @@ def start_run(experiment_id: str, description: RunDescription) -> str:
     return str(run.info.run_id)
 
 
+def log_datasets(name: str, splits: Mapping[str, tuple[Any, Any, str]]) -> None:
+    """Log each split as a dataset input of the active run: `mlflow ui`'s Dataset column and
+    run comparison then show what each model was trained and tested on. `splits` maps the
+    split's name (the input's context) to (images, labels, the file it was read from);
+    MLflow takes a digest of the arrays themselves."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.numpy_dataset import from_numpy
+
+    for split, (images, labels, source) in splits.items():
+        with warnings.catch_warnings():  # a local path could name several kinds of source
+            warnings.filterwarnings("ignore", message="The specified dataset source")
+            dataset = from_numpy(images, targets=labels, name=name, source=source)
+        mlflow.log_input(dataset, context=split)
+
+
 def set_tags(tags: Mapping[str, str]) -> None:
     import mlflow
 
@@ -243,8 +260,9 @@ def logged_steps(run_id: str, metric: str) -> set[int]:
 
 
 def log_model_and_records(
-    model: Any,
     *,
+    keras_file: Path,
+    model_info_file: Path,
     sample_images: Any,
     registered_model_name: str,
     metadata: dict[str, Any],
@@ -253,25 +271,33 @@ def log_model_and_records(
     params: Mapping[str, Any],
     documents: Mapping[str, dict[str, Any]],
 ) -> None:
-    """Log the trained Keras model to the active run and register it as a new version of
-    `registered_model_name`, with its signature inferred from `sample_images` (raw uint8
-    pixels, what the model takes); plus final metrics, params and JSON documents.
-
-    (No input example: mlflow.keras.save_model 3.17 writes it before creating the model's
-    folder and fails.)"""
+    """Log the trained model to the active run as `serving.ImageClassifier` (MLflow's pyfunc:
+    class names with probabilities) and register it as a new version of
+    `registered_model_name`; its signature and input example are `sample_images`, raw uint8
+    pixels, what it takes. Plus final metrics, params and JSON documents."""
     import mlflow
-    import mlflow.keras
+    import mlflow.pyfunc
     from mlflow.models import infer_signature
+
+    from cnn_pipeline import serving
 
     mlflow.log_metrics(dict(metrics))
     mlflow.log_params(dict(params))
     for artifact_file, document in documents.items():
         mlflow.log_dict(document, artifact_file)
-    probabilities = model.predict(sample_images, verbose=0)
-    mlflow.keras.log_model(
-        model,
+    artifacts = {
+        serving.KERAS_MODEL_ARTIFACT: str(keras_file),
+        serving.MODEL_INFO_ARTIFACT: str(model_info_file),
+    }
+    classifier = serving.ImageClassifier()
+    classifier.load_context(mlflow.pyfunc.PythonModelContext(artifacts, None))
+    sample_output = classifier.predict(None, sample_images)  # type: ignore[no-untyped-call]
+    mlflow.pyfunc.log_model(
         name="model",
-        signature=infer_signature(sample_images, probabilities),
+        python_model=serving.__file__,
+        artifacts=artifacts,
+        signature=infer_signature(sample_images, sample_output),
+        input_example=sample_images[:1],
         registered_model_name=registered_model_name,
         metadata=metadata,
         pip_requirements=pip_requirements,

@@ -61,14 +61,14 @@ def load(source: str, tracking_uri: str) -> TrainedModel:
 
 
 def _load_mlflow(uri: str, tracking_uri: str) -> TrainedModel:
-    import mlflow.keras
+    """A model the train stage logged: MLflow's pyfunc `serving.ImageClassifier`, whose Keras
+    model is loaded in safe mode."""
+    import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
-    from mlflow.models import get_model_info
 
     mlflow.set_tracking_uri(tracking_uri)
     try:
-        metadata = get_model_info(uri).metadata or {}
-        model = mlflow.keras.load_model(uri, load_model_kwargs={"safe_mode": True})
+        loaded = mlflow.pyfunc.load_model(uri)
     except MlflowException as error:
         raise UserError(
             f"cannot load {uri} from MLflow ({mlflow.get_tracking_uri()}): "
@@ -76,12 +76,10 @@ def _load_mlflow(uri: str, tracking_uri: str) -> TrainedModel:
         ) from None
     except ValueError as error:
         raise UserError(f"{uri} was refused or unreadable: {error}") from None
-    if "class_names" not in metadata:
-        raise UserError(
-            f"{uri} carries no class names in its metadata: it was not logged by "
-            "this pipeline's train stage"
-        )
-    return TrainedModel(model, tuple(metadata["class_names"]), _shape(model))
+    classifier = loaded.unwrap_python_model()
+    if not hasattr(classifier, "class_names"):
+        raise UserError(f"{uri} is not an image classifier logged by this pipeline's train stage")
+    return TrainedModel(classifier.model, tuple(classifier.class_names), _shape(classifier.model))
 
 
 def _shape(model: Any) -> tuple[int, int, int]:

@@ -20,6 +20,7 @@ from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.config import EvaluateConfig
 from cnn_pipeline.figures import pyplot, save_figure
 from cnn_pipeline.prepared import DatasetInfo, load_info, load_split
+from cnn_pipeline.registry import describe_versions
 from cnn_pipeline.tracking import TrackingContext, log_to_run, read_run_id
 from cnn_pipeline.trained_model import load_keras_file
 
@@ -121,7 +122,7 @@ def run(config: EvaluateConfig, context: TrackingContext, workdir: Path) -> Eval
         for name, scores in evaluation.per_class.items()
         for metric, value in scores.items()
     }
-    log_to_run(
+    logged = log_to_run(
         run_id,
         context,
         {**metrics, **per_class_metrics},
@@ -131,6 +132,13 @@ def run(config: EvaluateConfig, context: TrackingContext, workdir: Path) -> Eval
         ],
         artifact_path="evaluation",
     )
+    if logged:
+        describe_versions(
+            run_id,
+            context,
+            {key: metrics[key] for key in ("test_accuracy", "test_loss", "test_macro_f1")},
+            info.name,
+        )
     logger.info(
         "test accuracy %.4f, loss %.4f on %d %s test images",
         metrics["test_accuracy"],

@@ -42,14 +42,15 @@ BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "to
 
 
 def serving_requirements() -> list[str]:
-    """What the logged model needs to be served: Keras, NumPy and the backend, pinned.
+    """What the logged model needs to be served: Keras, NumPy, pandas and the backend, pinned
+    (MLflow adds itself).
 
     Given explicitly, because MLflow's own inference of them loads the model again in a
     subprocess (a second TensorFlow import): 11.8 s against 0.7 s here.
     """
     from importlib.metadata import PackageNotFoundError, version
 
-    packages = ("keras", "numpy", *BACKEND_PACKAGES.get(keras.config.backend(), ()))
+    packages = ("keras", "numpy", "pandas", *BACKEND_PACKAGES.get(keras.config.backend(), ()))
     requirements = []
     for package in packages:
         try:
@@ -158,6 +159,14 @@ def run(
     else:
         state.discard()
         run_id = tracking.start_run(experiment_id, run_description)
+        test = load_split(prepared_dir, "test")
+        tracking.log_datasets(
+            info.name,
+            {
+                split: (arrays.images, arrays.labels, str(prepared_dir / f"{split}.npz"))
+                for split, arrays in (("train", train), ("validation", validation), ("test", test))
+            },
+        )
         state.prepare()
         state.save_run_id(run_id)
 
@@ -208,11 +217,13 @@ def run(
     try:
         with atomic_path(workdir / paths.MODEL_FILE) as staged_model:
             model.save(staged_model)
+        write_json(model_info, workdir / paths.MODEL_INFO_FILE)
         tracking.log_model_and_records(
-            model,
+            keras_file=workdir / paths.MODEL_FILE,
+            model_info_file=workdir / paths.MODEL_INFO_FILE,
             sample_images=train.images[:4],
             registered_model_name=mlflow_config.registered_model_name,
-            metadata=model_info,
+            metadata=model_info,  # class names travel with the registered model
             pip_requirements=serving_requirements(),
             metrics=speed,
             params={"model.parameter_count": model.count_params()},
@@ -238,7 +249,6 @@ def run(
     write_json(speed, workdir / paths.TRAIN_SPEED_FILE)
     _write_history(history, workdir / paths.HISTORY_FILE)
     write_json({"run_id": run_id, "experiment_id": experiment_id}, workdir / paths.RUN_FILE)
-    write_json(model_info, workdir / paths.MODEL_INFO_FILE)
     write_json({"layers": records.receptive_fields}, workdir / paths.RECEPTIVE_FIELDS_FILE)
     with atomic_path(workdir / paths.CHECKPOINT_DIR) as staged_checkpoints:
         state.checkpoint_dir.rename(staged_checkpoints)

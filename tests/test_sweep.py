@@ -1,0 +1,69 @@
+"""A parallel sweep as the README runs it, on a fresh clone with no MLflow store yet:
+`dvc exp run --queue` of four experiments, then `dvc queue start -j 2`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import copy_repository, run_command
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+LEARNING_RATES = ("0.001", "0.002", "0.003", "0.004")
+
+
+def test_a_parallel_sweep_on_a_fresh_clone_loses_no_experiment_and_no_run(
+    tmp_path: Path,
+) -> None:
+    repo = copy_repository(tmp_path)
+    assert not (repo / "mlflow.db").exists()
+    run_command(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-S",
+            "train.epochs=1",
+            "-S",
+            f"train.learning_rate={','.join(LEARNING_RATES)}",
+        ],
+        repo,
+    )
+    run_command(["dvc", "queue", "start", "-j", "2"], repo)
+    deadline = time.monotonic() + 900
+    while True:
+        status = run_command(["dvc", "queue", "status"], repo).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(5)
+    assert status.count("Success") == 4, status
+
+    shown = json.loads(run_command(["dvc", "exp", "show", "--json"], repo).stdout)
+    experiments = [
+        experiment
+        for baseline in shown
+        for experiment in baseline.get("experiments") or []
+        if experiment.get("revs")
+    ]
+    names = {experiment["name"] for experiment in experiments}
+    assert len(names) == 4, shown
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cnn-pipeline")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 4
+    assert {run.info.status for run in runs} == {"FINISHED"}
+    assert {run.data.tags["dvc.experiment"] for run in runs} == names
+    assert sorted(run.data.params["train.learning_rate"] for run in runs) == list(LEARNING_RATES)
+    for run in runs:
+        # evaluate and report logged to this experiment's own run
+        assert "test_accuracy" in run.data.metrics
+        assert "test_expected_calibration_error" in run.data.metrics
