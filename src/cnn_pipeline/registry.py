@@ -1,4 +1,5 @@
-"""The model registry as a team uses it: every version says what it was trained on and how it
+"""The trained model in MLflow: logged to its run and registered as a new version of the
+registered model, as the team uses it: every version says what it was trained on and how it
 scored on the test set; an alias (`champion` by default) marks the version to use, so that
 `cnn-pipeline predict --model models:/cnn-pipeline@champion` and `mlflow models serve` find it.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from cnn_pipeline.errors import UserError
@@ -16,6 +18,51 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ALIAS = "champion"
 RANKING_METRIC = "test_accuracy"  # the version tag `promote` picks the best version by
+
+
+def log_and_register_model(
+    *,
+    keras_file: Path,
+    model_info_file: Path,
+    sample_images: Any,
+    registered_model_name: str,
+    metadata: dict[str, Any],
+    pip_requirements: list[str],
+    metrics: Mapping[str, float],
+    params: Mapping[str, Any],
+    documents: Mapping[str, dict[str, Any]],
+) -> None:
+    """Log the trained model to the active run as `serving.ImageClassifier` (MLflow's pyfunc:
+    class names with probabilities) and register it as a new version of
+    `registered_model_name`; its signature and input example are `sample_images`, raw uint8
+    pixels, what it takes. Plus final metrics, params and JSON documents."""
+    import mlflow
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    from cnn_pipeline import serving
+
+    mlflow.log_metrics(dict(metrics))
+    mlflow.log_params(dict(params))
+    for artifact_file, document in documents.items():
+        mlflow.log_dict(document, artifact_file)
+    artifacts = {
+        serving.KERAS_MODEL_ARTIFACT: str(keras_file),
+        serving.MODEL_INFO_ARTIFACT: str(model_info_file),
+    }
+    classifier = serving.ImageClassifier()
+    classifier.load_context(mlflow.pyfunc.PythonModelContext(artifacts, None))
+    sample_output = classifier.predict(None, sample_images)  # type: ignore[no-untyped-call]
+    mlflow.pyfunc.log_model(
+        name="model",
+        python_model=serving.__file__,
+        artifacts=artifacts,
+        signature=infer_signature(sample_images, sample_output),
+        input_example=sample_images[:1],
+        registered_model_name=registered_model_name,
+        metadata=metadata,
+        pip_requirements=pip_requirements,
+    )
 
 
 def describe_versions(

@@ -11,14 +11,18 @@ resuming another configuration. The folder is deleted once the stage has written
     <fingerprint>/checkpoints/      one model file per finished epoch (models/checkpoints/)
     <fingerprint>/history.json      one row per finished epoch, in order
     <fingerprint>/mlflow_run.json   the MLflow run the training logs to, continued on resume
+    <fingerprint>/lock              held while a training runs: a state nobody holds was
+                                    interrupted (its MLflow run is then marked KILLED)
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,3 +96,31 @@ class ResumeState:
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold this state's lock while training runs (the system releases it when the
+        process dies, `kill -9` included)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / "lock").open("a") as stream:
+            fcntl.flock(stream, fcntl.LOCK_EX)
+            yield
+
+
+def interrupted_run_ids(repo_root: Path) -> list[str]:
+    """The MLflow runs of trainings that were interrupted and are not running now (their
+    state's lock is free): `kill -9` or a crash left them RUNNING in MLflow."""
+    run_ids = []
+    for folder in sorted((repo_root / RESUME_DIR).glob("*/")):
+        state = ResumeState(folder)
+        lock_file = folder / "lock"
+        if not lock_file.is_file() or (run_id := state.run_id()) is None:
+            continue
+        with lock_file.open("a") as stream:
+            try:
+                fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # a training is running there now
+                continue
+            fcntl.flock(stream, fcntl.LOCK_UN)
+        run_ids.append(run_id)
+    return run_ids

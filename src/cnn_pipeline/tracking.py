@@ -253,55 +253,25 @@ def continue_run(run_id: str) -> bool:
     return True
 
 
+def mark_killed(run_ids: list[str]) -> None:
+    """End runs that are still RUNNING in the store but whose training was killed: nothing
+    is ever left RUNNING (a resume sets its run RUNNING again)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    for run_id in run_ids:
+        try:
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, status="KILLED")
+        except MlflowException:
+            continue  # not in this store
+
+
 def logged_steps(run_id: str, metric: str) -> set[int]:
     import mlflow
 
     return {entry.step for entry in mlflow.MlflowClient().get_metric_history(run_id, metric)}
-
-
-def log_model_and_records(
-    *,
-    keras_file: Path,
-    model_info_file: Path,
-    sample_images: Any,
-    registered_model_name: str,
-    metadata: dict[str, Any],
-    pip_requirements: list[str],
-    metrics: Mapping[str, float],
-    params: Mapping[str, Any],
-    documents: Mapping[str, dict[str, Any]],
-) -> None:
-    """Log the trained model to the active run as `serving.ImageClassifier` (MLflow's pyfunc:
-    class names with probabilities) and register it as a new version of
-    `registered_model_name`; its signature and input example are `sample_images`, raw uint8
-    pixels, what it takes. Plus final metrics, params and JSON documents."""
-    import mlflow
-    import mlflow.pyfunc
-    from mlflow.models import infer_signature
-
-    from cnn_pipeline import serving
-
-    mlflow.log_metrics(dict(metrics))
-    mlflow.log_params(dict(params))
-    for artifact_file, document in documents.items():
-        mlflow.log_dict(document, artifact_file)
-    artifacts = {
-        serving.KERAS_MODEL_ARTIFACT: str(keras_file),
-        serving.MODEL_INFO_ARTIFACT: str(model_info_file),
-    }
-    classifier = serving.ImageClassifier()
-    classifier.load_context(mlflow.pyfunc.PythonModelContext(artifacts, None))
-    sample_output = classifier.predict(None, sample_images)  # type: ignore[no-untyped-call]
-    mlflow.pyfunc.log_model(
-        name="model",
-        python_model=serving.__file__,
-        artifacts=artifacts,
-        signature=infer_signature(sample_images, sample_output),
-        input_example=sample_images[:1],
-        registered_model_name=registered_model_name,
-        metadata=metadata,
-        pip_requirements=pip_requirements,
-    )
 
 
 def end_run(status: str) -> None:

@@ -16,14 +16,14 @@ from typing import Any
 
 import keras
 
-from cnn_pipeline import paths, tracking
+from cnn_pipeline import paths, registry, tracking
 from cnn_pipeline.accelerators import detect
 from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.config import AnyModelConfig, AugmentConfig, MlflowConfig, TrainConfig
 from cnn_pipeline.errors import TrainingInterrupted
 from cnn_pipeline.models.receptive_field import describe, receptive_fields
-from cnn_pipeline.prepared import DatasetInfo, load_info, load_split
-from cnn_pipeline.resume import ResumeState, fingerprint
+from cnn_pipeline.prepared import DatasetInfo, Split, load_info, load_split
+from cnn_pipeline.resume import ResumeState, fingerprint, interrupted_run_ids
 from cnn_pipeline.training import HISTORY_COLUMNS, train_model
 
 logger = logging.getLogger(__name__)
@@ -146,9 +146,9 @@ def run(
     where an interrupted training of the same configuration left one."""
     prepared_dir = workdir / paths.PREPARED_DIR
     info: DatasetInfo = load_info(prepared_dir)
-    train = load_split(prepared_dir, "train")
-    validation = load_split(prepared_dir, "validation")
-
+    splits = {name: load_split(prepared_dir, name) for name in ("train", "validation", "test")}
+    train, validation = splits["train"], splits["validation"]
+    tracking.mark_killed(interrupted_run_ids(context.repo_root))
     state = ResumeState.for_training(
         context.repo_root,
         fingerprint(run_description.params, sorted(prepared_dir.iterdir())),
@@ -159,56 +159,82 @@ def run(
     else:
         state.discard()
         run_id = tracking.start_run(experiment_id, run_description)
-        test = load_split(prepared_dir, "test")
         tracking.log_datasets(
             info.name,
             {
-                split: (arrays.images, arrays.labels, str(prepared_dir / f"{split}.npz"))
-                for split, arrays in (("train", train), ("validation", validation), ("test", test))
+                name: (split.images, split.labels, str(prepared_dir / f"{name}.npz"))
+                for name, split in splits.items()
             },
         )
         state.prepare()
         state.save_run_id(run_id)
 
-    accelerators = detect()
-    device = accelerators.describe()
-    tracking.set_tags({"device": device, "keras_backend": keras.config.backend()})
-    records = EpochRecords(state, info.image_shape[0])
-    try:
-        result = train_model(
-            train,
-            validation,
-            info,
-            model_config,
-            augment_config,
-            train_config,
-            accelerators=accelerators,
-            callbacks=[
-                records,
-                keras.callbacks.BackupAndRestore(str(state.backup_dir), delete_checkpoint=False),
-                keras.callbacks.ModelCheckpoint(
-                    str(state.checkpoint_dir / "epoch_{epoch:03d}.keras")
-                ),
-                MlflowEpochLogger(run_id, records),
-            ],
-        )
-    except KeyboardInterrupt:
-        tracking.end_run("KILLED")
-        finished = len(records.rows)
-        raise TrainingInterrupted(
-            f"training interrupted after epoch {finished} of {train_config.epochs}; "
-            f"`dvc repro` resumes from epoch {finished + 1} (MLflow run {run_id})"
-        ) from None
-    except BaseException:
-        tracking.end_run("FAILED")
-        raise
-    model = result.model
-    history = records.rows
-    images_per_second = len(train.labels) * len(result.history) / max(result.seconds, 1e-9)
-    speed = {
-        "train_seconds": round(result.seconds, 2),
-        "train_images_per_second": round(images_per_second, 1),
-    }
+    with state.held():
+        accelerators = detect()
+        device = accelerators.describe()
+        tracking.set_tags({"device": device, "keras_backend": keras.config.backend()})
+        records = EpochRecords(state, info.image_shape[0])
+        try:
+            result = train_model(
+                train,
+                validation,
+                info,
+                model_config,
+                augment_config,
+                train_config,
+                accelerators=accelerators,
+                callbacks=[
+                    records,
+                    keras.callbacks.BackupAndRestore(
+                        str(state.backup_dir), delete_checkpoint=False
+                    ),
+                    keras.callbacks.ModelCheckpoint(str(state.checkpoint_dir / CHECKPOINT_NAME)),
+                    MlflowEpochLogger(run_id, records),
+                ],
+            )
+        except KeyboardInterrupt:
+            tracking.end_run("KILLED")
+            finished = len(records.rows)
+            raise TrainingInterrupted(
+                f"training interrupted after epoch {finished} of {train_config.epochs}; "
+                f"`dvc repro` resumes from epoch {finished + 1} (MLflow run {run_id})"
+            ) from None
+        except BaseException:
+            tracking.end_run("FAILED")
+            raise
+        images_per_second = len(train.labels) * len(result.history) / max(result.seconds, 1e-9)
+        speed = {
+            "train_seconds": round(result.seconds, 2),
+            "train_images_per_second": round(images_per_second, 1),
+        }
+        _write_outputs(result.model, records, speed, device, info, train, mlflow_config, workdir)
+        write_json({"run_id": run_id, "experiment_id": experiment_id}, workdir / paths.RUN_FILE)
+        with atomic_path(workdir / paths.CHECKPOINT_DIR) as staged_checkpoints:
+            state.checkpoint_dir.rename(staged_checkpoints)
+        state.discard()
+    logger.info(
+        "trained %s on %s in %.1f s on %s (MLflow run %s)",
+        model_config.name,
+        info.name,
+        result.seconds,
+        device,
+        run_id,
+    )
+    return TrainResult(run_id=run_id, history=records.rows, device=device, seconds=result.seconds)
+
+
+def _write_outputs(
+    model: keras.Model,
+    records: EpochRecords,
+    speed: dict[str, float],
+    device: str,
+    info: DatasetInfo,
+    train: Split,
+    mlflow_config: MlflowConfig,
+    workdir: Path,
+) -> None:
+    """Save the model, log and register it in the active MLflow run and end the run, then
+    write the stage's metrics and records."""
     model_info = {
         "dataset": info.name,
         "class_names": list(info.class_names),
@@ -218,10 +244,10 @@ def run(
         with atomic_path(workdir / paths.MODEL_FILE) as staged_model:
             model.save(staged_model)
         write_json(model_info, workdir / paths.MODEL_INFO_FILE)
-        tracking.log_model_and_records(
+        registry.log_and_register_model(
             keras_file=workdir / paths.MODEL_FILE,
             model_info_file=workdir / paths.MODEL_INFO_FILE,
-            sample_images=train.images[:4],
+            sample_images=train.images[:4],  # the signature: raw uint8 pixels
             registered_model_name=mlflow_config.registered_model_name,
             metadata=model_info,  # class names travel with the registered model
             pip_requirements=serving_requirements(),
@@ -237,10 +263,11 @@ def run(
         raise
     tracking.end_run("FINISHED")
 
+    history = records.rows
     final = history[-1]
     write_json(
         {
-            **{key: final[key] for key in HISTORY_COLUMNS[1:-1]},
+            **{key: final[key] for key in ("loss", "accuracy", "val_loss", "val_accuracy")},
             "epochs": len(history),
             "device": device,
         },
@@ -248,17 +275,4 @@ def run(
     )
     write_json(speed, workdir / paths.TRAIN_SPEED_FILE)
     _write_history(history, workdir / paths.HISTORY_FILE)
-    write_json({"run_id": run_id, "experiment_id": experiment_id}, workdir / paths.RUN_FILE)
     write_json({"layers": records.receptive_fields}, workdir / paths.RECEPTIVE_FIELDS_FILE)
-    with atomic_path(workdir / paths.CHECKPOINT_DIR) as staged_checkpoints:
-        state.checkpoint_dir.rename(staged_checkpoints)
-    state.discard()
-    logger.info(
-        "trained %s on %s in %.1f s on %s (MLflow run %s)",
-        model_config.name,
-        info.name,
-        result.seconds,
-        device,
-        run_id,
-    )
-    return TrainResult(run_id=run_id, history=history, device=device, seconds=result.seconds)
