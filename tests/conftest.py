@@ -6,9 +6,11 @@ import functools
 import http.server
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,6 +76,24 @@ def serve_directory() -> Iterator[object]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def write_huge_png(path: Path, width: int, height: int) -> None:
+    """A valid black 1-bit PNG of width x height pixels, a few kilobytes on disk: past
+    Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS, 89,478,485 pixels) Pillow
+    warns, past twice that it refuses."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        checksum = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", checksum)
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte "none", then the row's bits
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
 
 
 def copy_repository(destination: Path) -> Path:

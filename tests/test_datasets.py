@@ -34,7 +34,7 @@ from cnn_pipeline.datasets.mnist import MNIST
 from cnn_pipeline.errors import UserError
 from cnn_pipeline.stages import download
 
-from conftest import REPO_ROOT, data_config, run_command
+from conftest import REPO_ROOT, data_config, run_command, write_huge_png
 
 MNIST_TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -414,6 +414,20 @@ def test_image_folder_reads_every_format_and_skips_unreadable_files(
     assert raw.test_images is None
     gray = image_folder.read(tmp_path / "raw", 8, "grayscale")
     assert gray.images.shape == (9, 8, 8, 1)
+
+
+def test_image_folder_skips_images_past_the_decompression_bomb_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = make_image_folder(tmp_path / "pets", {"cats": 2, "dogs": 2})
+    write_huge_png(source / "cats" / "refused.png", 14_000, 14_000)  # Pillow raises
+    write_huge_png(source / "dogs" / "warned.png", 10_000, 10_000)  # Pillow only warns
+    download.run(data_config("image_folder", path=str(source)), tmp_path / "raw")
+    with caplog.at_level(logging.WARNING):
+        raw = image_folder.read(tmp_path / "raw", 8, "grayscale")
+    assert np.bincount(raw.labels).tolist() == [2, 2]
+    assert "skipped 2 unreadable image file(s)" in caplog.text
+    assert caplog.text.count("could be decompression bomb") == 2
 
 
 def test_image_folder_with_a_separate_test_folder(tmp_path: Path) -> None:

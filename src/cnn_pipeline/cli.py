@@ -142,7 +142,8 @@ def _parser() -> argparse.ArgumentParser:
         "--invert",
         choices=("auto", "yes", "no"),
         default="auto",
-        help="invert grayscale images (the datasets are light on dark); auto: when mostly light",
+        help="invert grayscale images; auto (the default): when an image is light on dark and "
+        "the training images were dark on light, or the other way round",
     )
     predict.add_argument("--json", action="store_true", help="print JSON, one object per image")
     return parser
