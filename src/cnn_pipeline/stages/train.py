@@ -180,6 +180,8 @@ def run(
         "dataset": info.name,
         "class_names": list(info.class_names),
         "image_shape": list(info.image_shape),
+        # Light on dark or dark on light: predict inverts new images whose polarity differs.
+        "polarity": info.polarity,
     }
 
     tracked.set_tags({"device": device, "keras_backend": keras.config.backend()})
