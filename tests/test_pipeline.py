@@ -132,7 +132,7 @@ def test_second_repro_is_a_no_op(repo: Path) -> None:
 
 
 def test_evaluation_only_change_does_not_retrain(repo: Path) -> None:
-    edit_params(repo, "evaluate", "batch_size", 100)
+    edit_params(repo, "evaluate", "confusion_normalize", True)
     result = run_command(["dvc", "repro"], repo)
     assert running_stages(result.stdout) == ["evaluate"]
 
