@@ -82,10 +82,11 @@ def _evaluate(params: dict[str, Any], workdir: Path) -> None:
 
 def _report(params: dict[str, Any], workdir: Path) -> None:
     report_config = config.report_config(params)
+    batch_size = config.evaluate_config(params).batch_size  # one batch size for the test set
     from cnn_pipeline.stages import report
     from cnn_pipeline.tracking import TrackingContext
 
-    report.run(report_config, TrackingContext.from_environment(workdir), workdir)
+    report.run(report_config, TrackingContext.from_environment(workdir), workdir, batch_size)
 
 
 STAGES: dict[str, tuple[Callable[[dict[str, Any], Path], None], str]] = {
