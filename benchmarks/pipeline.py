@@ -11,17 +11,14 @@ on shared machines are noisy, so run it a few times and quote medians.
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import json
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import MNIST_DIR, copy_repository, run_command
+from conftest import MNIST_DIR, base_url, copy_repository, run_command, serve_folder
 
 SCENARIOS = {
     "digits": [],
@@ -29,16 +26,9 @@ SCENARIOS = {
 }
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 def serve(directory: Path) -> str:
-    handler = functools.partial(QuietHandler, directory=str(directory))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}/"
+    """The base URL of `directory` served over HTTP for the rest of this process."""
+    return base_url(serve_folder(directory))
 
 
 def timed(arguments: list[str], repo: Path) -> float:

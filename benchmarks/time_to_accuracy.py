@@ -29,20 +29,17 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MNIST_DIR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
-MNIST_DIR_VARIABLE = "CNN_PIPELINE_MNIST_DIR"  # where the four MNIST .gz files are, if not there
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+from conftest import MNIST_DIR, MNIST_DIR_VARIABLE  # noqa: E402  (one place for the folder)
+
 TARGET = 0.99
-
-
-def _mnist_dir() -> Path:
-    return Path(os.environ.get(MNIST_DIR_VARIABLE, MNIST_DIR))
 
 
 def _load_mnist() -> tuple[Any, Any, Any, Any]:
     from cnn_pipeline.datasets import idx
     from cnn_pipeline.datasets.mnist import MNIST
 
-    raw = idx.read(MNIST, _mnist_dir())
+    raw = idx.read(MNIST, MNIST_DIR)
     return raw.images, raw.labels, raw.test_images, raw.test_labels
 
 
@@ -259,9 +256,8 @@ def main() -> None:
     if arguments.throughput:
         _throughput()
         return
-    mnist_dir = _mnist_dir()
-    if not (mnist_dir / "train-images-idx3-ubyte.gz").is_file():
-        parser.exit(2, f"real MNIST not found in {mnist_dir}: set {MNIST_DIR_VARIABLE}\n")
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        parser.exit(2, f"real MNIST not found in {MNIST_DIR}: set {MNIST_DIR_VARIABLE}\n")
     stop = not arguments.no_stop
     if arguments.arm == "keras-io":
         print(json.dumps(_arm_keras_io(arguments.epochs or 15, stop)))

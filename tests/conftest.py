@@ -6,10 +6,13 @@ import functools
 import http.server
 import os
 import shutil
+import socketserver
+import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,11 @@ import yaml
 from cnn_pipeline.config import DataConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MNIST_DIR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
+# Where the four real MNIST .gz files are, for the tests and benchmarks that train on them.
+MNIST_DIR_VARIABLE = "CNN_PIPELINE_MNIST_DIR"
+MNIST_DIR = Path(
+    os.environ.get(MNIST_DIR_VARIABLE) or REPO_ROOT.parent / "shared" / "datasets" / "mnist"
+)
 BIN_DIR = Path(sys.executable).parent  # the environment's dvc and cnn-pipeline
 
 
@@ -49,7 +56,10 @@ def run_command(
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST not found at {MNIST_DIR} (see ../shared/datasets/mnist/README.md)")
+        pytest.skip(
+            f"real MNIST not found at {MNIST_DIR} (see ../shared/datasets/mnist/README.md, "
+            f"or set {MNIST_DIR_VARIABLE})"
+        )
     return MNIST_DIR
 
 
@@ -58,22 +68,59 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def start_http_server(
+    handler: Callable[..., socketserver.BaseRequestHandler],
+) -> http.server.ThreadingHTTPServer:
+    """Serve `handler` on 127.0.0.1 (a free port) from a daemon thread; the caller stops it
+    with shutdown() and server_close(), or leaves it to the end of the process."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    # shutdown() waits for the next poll: 0.05 s, not the default 0.5 s, per server stopped.
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
+    return server
+
+
+def base_url(server: http.server.ThreadingHTTPServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def serve_folder(directory: Path) -> http.server.ThreadingHTTPServer:
+    """Serve the files of `directory` over HTTP, quietly (tests and benchmarks' mirrors)."""
+    return start_http_server(functools.partial(_QuietHandler, directory=str(directory)))
+
+
 @pytest.fixture
-def serve_directory() -> Iterator[object]:
+def serve_directory() -> Iterator[Callable[[Path], str]]:
     """Call it with a folder; it serves that folder on 127.0.0.1 and returns the base URL."""
     servers: list[http.server.ThreadingHTTPServer] = []
 
     def serve(directory: Path) -> str:
-        handler = functools.partial(_QuietHandler, directory=str(directory))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}/"
+        servers.append(serve_folder(directory))
+        return base_url(servers[-1])
 
     yield serve
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+def write_huge_png(path: Path, width: int, height: int) -> None:
+    """A valid black 1-bit PNG of width x height pixels, a few kilobytes on disk: past
+    Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS, 89,478,485 pixels) Pillow
+    warns, past twice that it refuses."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        checksum = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", checksum)
+
+    row = bytes(1 + (width + 7) // 8)  # filter byte "none", then the row's bits
+    compressor = zlib.compressobj(9)
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
 
 
 def copy_repository(destination: Path) -> Path:

@@ -11,7 +11,6 @@ import logging
 import os
 import socket
 import tarfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,7 +33,14 @@ from cnn_pipeline.datasets.mnist import MNIST
 from cnn_pipeline.errors import UserError
 from cnn_pipeline.stages import download
 
-from conftest import REPO_ROOT, data_config, run_command
+from conftest import (
+    REPO_ROOT,
+    base_url,
+    data_config,
+    run_command,
+    start_http_server,
+    write_huge_png,
+)
 
 MNIST_TRAIN_LABEL_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_LABEL_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -91,9 +97,8 @@ class ScriptedMirror:
                     return
                 self.wfile.write(body[start:])
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.server = start_http_server(Handler)
+        self.url = base_url(self.server)
 
     def close(self) -> None:
         self.server.shutdown()
@@ -414,6 +419,20 @@ def test_image_folder_reads_every_format_and_skips_unreadable_files(
     assert raw.test_images is None
     gray = image_folder.read(tmp_path / "raw", 8, "grayscale")
     assert gray.images.shape == (9, 8, 8, 1)
+
+
+def test_image_folder_skips_images_past_the_decompression_bomb_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = make_image_folder(tmp_path / "pets", {"cats": 2, "dogs": 2})
+    write_huge_png(source / "cats" / "refused.png", 14_000, 14_000)  # Pillow raises
+    write_huge_png(source / "dogs" / "warned.png", 10_000, 10_000)  # Pillow only warns
+    download.run(data_config("image_folder", path=str(source)), tmp_path / "raw")
+    with caplog.at_level(logging.WARNING):
+        raw = image_folder.read(tmp_path / "raw", 8, "grayscale")
+    assert np.bincount(raw.labels).tolist() == [2, 2]
+    assert "skipped 2 unreadable image file(s)" in caplog.text
+    assert caplog.text.count("could be decompression bomb") == 2
 
 
 def test_image_folder_with_a_separate_test_folder(tmp_path: Path) -> None:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+from PIL import Image
 
+from cnn_pipeline.figures import pyplot, save_figure
 from cnn_pipeline.figures.calibration import plot_reliability, reliability
 from cnn_pipeline.figures.features import plot_activation_maps, plot_first_layer_filters
 from cnn_pipeline.figures.mistakes import most_confident_mistakes, plot_mistakes
@@ -74,24 +77,79 @@ def test_mistakes_are_sorted_by_confidence_of_the_wrong_class() -> None:
     assert most_confident_mistakes(probabilities, labels, limit=2).tolist() == [1, 2]
 
 
-def test_figures_are_written_as_png(tmp_path: Path) -> None:
+def decoded(path: Path) -> np.ndarray:
+    """A PNG file's pixels as (height, width, 3) uint8, after checking it is a PNG."""
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def assert_not_blank(pixels: np.ndarray) -> None:
+    """More than a background and some text: a drawn figure has many colours or greys."""
+    colours = np.unique(pixels.reshape(-1, 3), axis=0)
+    assert len(colours) > 30, f"only {len(colours)} colours: the figure looks blank"
+    drawn = np.any(pixels < 245, axis=-1).mean()  # anything but white
+    assert drawn > 0.05, f"only {drawn:.1%} of the pixels are drawn on"
+
+
+def test_filter_grid_shows_one_tile_per_filter_with_that_filters_weights(tmp_path: Path) -> None:
+    # 12 filters on a grid of 8 columns: 2 rows, the last 4 places left empty.
+    inputs = keras.Input((8, 8, 1))
+    features = keras.layers.Conv2D(12, 3, name="edges")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(features)))
+    kernel = model.get_layer("edges").get_weights()[0][:, :, 0, :]  # (3, 3, 12)
+
+    figure = plot_first_layer_filters(model, tmp_path / "filters.png")
+    pixels = decoded(tmp_path / "filters.png").astype(float)
+
+    assert pixels.shape[:2] == (round(figure.bbox.height), round(figure.bbox.width))
+    tiles = [axis.images[0] for axis in figure.axes if axis.images]
+    assert len(tiles) == 12
+    for index, tile in enumerate(tiles):
+        # The tile's pixels in the PNG (y counts up in matplotlib, down in the image).
+        box = tile.get_window_extent()
+        top, bottom = round(pixels.shape[0] - box.y1) + 2, round(pixels.shape[0] - box.y0) - 2
+        crop = pixels[top:bottom, round(box.x0) + 2 : round(box.x1) - 2, 0]
+        assert crop.std() > 10, f"tile {index} is blank"
+        # Averaged over each of its 3x3 cells, the tile is the filter: light = positive.
+        cells = np.asarray(
+            Image.fromarray(crop.astype(np.uint8)).resize((3, 3), Image.Resampling.BOX), float
+        )
+        correlation = np.corrcoef(cells.ravel(), kernel[..., index].ravel())[0, 1]
+        assert correlation > 0.95, f"tile {index} does not show filter {index}"
+    for axis in figure.axes[12:]:
+        box = axis.get_window_extent()
+        empty = pixels[
+            round(pixels.shape[0] - box.y1) : round(pixels.shape[0] - box.y0),
+            round(box.x0) : round(box.x1),
+        ]
+        assert empty.min() == 255, "a grid place without a filter is drawn on"
+
+
+def test_report_figures_are_drawn(tmp_path: Path) -> None:
     model = build_model(SIMPLE_CNN_BN, (8, 8, 1), 10)
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(6, 8, 8, 1), dtype=np.uint8)
     labels = np.arange(6) % 10
     probabilities = np.asarray(model.predict(images, verbose=0))
-    plot_first_layer_filters(model, tmp_path / "filters.png")
     plot_activation_maps(model, images[:2], tmp_path / "activations.png")
     misclassified = plot_mistakes(
         images, labels, probabilities, tuple("0123456789"), 4, tmp_path / "mistakes.png"
     )
     assert misclassified == int(np.sum(probabilities.argmax(axis=1) != labels))
     plot_reliability(reliability(probabilities, labels, 5), "test", tmp_path / "calibration.png")
-    for name in ("filters", "activations", "mistakes", "calibration"):
-        assert (tmp_path / f"{name}.png").read_bytes()[:8] == PNG_SIGNATURE
+    for name in ("activations", "mistakes", "calibration"):
+        assert_not_blank(decoded(tmp_path / f"{name}.png"))
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "activations.png",
         "calibration.png",
-        "filters.png",
         "mistakes.png",
     ]
+
+
+def test_a_blank_figure_is_recognised_as_blank(tmp_path: Path) -> None:
+    figure = pyplot().figure(figsize=(4, 3))
+    figure.suptitle("only a title")
+    save_figure(figure, tmp_path / "blank.png")
+    with pytest.raises(AssertionError, match=r"looks blank|drawn on"):
+        assert_not_blank(decoded(tmp_path / "blank.png"))

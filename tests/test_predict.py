@@ -10,53 +10,164 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnn_pipeline.models import build_model
+from cnn_pipeline import cli
+from cnn_pipeline.datasets import image_folder
+from cnn_pipeline.images import Polarity, polarity_of
 from cnn_pipeline.predict import load_image
+from cnn_pipeline.prepared import Split
+from cnn_pipeline.stages import download, preprocess
 
-from conftest import run_command
-from test_models import SIMPLE_CNN_BN
+from conftest import data_config, run_command, write_huge_png
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def digits(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Split]:
+    workdir = tmp_path_factory.mktemp("digits")
+    download.run(data_config("digits"), workdir / "raw")
+    return preprocess.run(data_config("digits"), workdir / "raw", workdir / "prepared")
+
+
+def nearest_centroid_model(train: Split) -> keras.Model:
+    """A classifier with hand-set weights: the class whose mean training image is nearest.
+
+    argmin |x - c|^2 = argmax (x . c - |c|^2 / 2): one Dense layer, its kernel the class means.
+    """
+    pixels = train.images.reshape(len(train.images), -1).astype(np.float32) / 255
+    centroids = np.stack([pixels[train.labels == k].mean(axis=0) for k in range(10)])
+    inputs = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    dense = keras.layers.Dense(10, activation="softmax")
+    model = keras.Model(inputs, dense(flat))
+    dense.set_weights([centroids.T, -np.square(centroids).sum(axis=1) / 2])
+    return model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, digits: dict[str, Split]) -> Path:
     directory = tmp_path_factory.mktemp("model")
-    keras.utils.set_random_seed(0)
-    model = build_model(SIMPLE_CNN_BN, (8, 8, 1), 3)
-    model.save(directory / "model.keras")
-    info = {"dataset": "toy", "class_names": ["cat", "dog", "fox"], "image_shape": [8, 8, 1]}
+    nearest_centroid_model(digits["train"]).save(directory / "model.keras")
+    info = {
+        "dataset": "digits",
+        "class_names": list("0123456789"),
+        "image_shape": [8, 8, 1],
+        "polarity": polarity_of(digits["train"].images),  # as preprocess measures it
+    }
     (directory / "model.json").write_text(json.dumps(info))
     return directory
+
+
+def known_digits(digits: dict[str, Split], model_dir: Path, folder: Path) -> dict[Path, str]:
+    """Two test digits of each class, as ink on paper PNGs, at 8x8 and scaled up to 32x32;
+    only digits that the model, given the test arrays themselves, gets right."""
+    model = keras.saving.load_model(model_dir / "model.keras")
+    test = digits["test"]
+    right = np.asarray(model.predict(test.images, verbose=0)).argmax(axis=1) == test.labels
+    known: dict[Path, str] = {}
+    for digit in range(10):
+        for index in np.flatnonzero(right & (test.labels == digit))[:2]:
+            paper = Image.fromarray(255 - test.images[index, :, :, 0])  # dark ink on white
+            for size in (8, 32):
+                path = folder / f"digit{digit}_{index}_{size}px.png"
+                paper.resize((size, size), Image.Resampling.NEAREST).save(path)
+                known[path] = str(digit)
+    return known
 
 
 def test_colour_photo_becomes_the_models_grayscale_size(tmp_path: Path) -> None:
     photo = tmp_path / "photo.jpg"
     Image.new("RGB", (64, 48), (200, 30, 30)).save(photo)
-    array = load_image(photo, (8, 8, 1), invert="no")
+    array = load_image(photo, (8, 8, 1), invert="no", trained_on=None)
     assert array.shape == (8, 8, 1) and array.dtype == np.uint8
 
 
-def test_light_background_is_inverted_in_auto_mode(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("trained_on", "paper_mean", "blackboard_mean"),
+    [
+        ("light_on_dark", 15, 20),  # digits, MNIST: ink on paper is inverted
+        ("dark_on_light", 240, 235),  # trained on scans: chalk on a blackboard is inverted
+        ("mixed", 240, 20),  # photos: nothing is inverted
+        (None, 15, 20),  # a model.json from before polarity was recorded: the old digits rule
+    ],
+)
+def test_auto_inverts_what_disagrees_with_the_training_images(
+    tmp_path: Path, trained_on: Polarity | None, paper_mean: int, blackboard_mean: int
+) -> None:
+    paper, blackboard = tmp_path / "paper.png", tmp_path / "blackboard.png"
+    Image.new("L", (16, 16), 240).save(paper)  # mostly light: dark on light
+    Image.new("L", (16, 16), 20).save(blackboard)  # mostly dark: light on dark
+    assert load_image(paper, (8, 8, 1), "auto", trained_on).mean() == pytest.approx(paper_mean)
+    assert load_image(blackboard, (8, 8, 1), "auto", trained_on).mean() == pytest.approx(
+        blackboard_mean
+    )
+    assert load_image(paper, (8, 8, 1), "no", trained_on).mean() == pytest.approx(240)
+    assert load_image(blackboard, (8, 8, 1), "yes", trained_on).mean() == pytest.approx(235)
+
+
+def test_colour_images_are_never_inverted(tmp_path: Path) -> None:
     paper = tmp_path / "paper.png"
-    Image.new("L", (16, 16), 240).save(paper)  # ink on white paper: mostly light
-    assert load_image(paper, (8, 8, 1), invert="auto").mean() == pytest.approx(15)
-    assert load_image(paper, (8, 8, 1), invert="no").mean() == pytest.approx(240)
+    Image.new("RGB", (16, 16), (240, 240, 240)).save(paper)
+    assert load_image(paper, (8, 8, 3), "auto", "light_on_dark").mean() == pytest.approx(240)
 
 
 def test_rgb_models_get_three_channels(tmp_path: Path) -> None:
     gif = tmp_path / "frames.gif"
     frames = [Image.new("P", (10, 10), colour) for colour in (1, 2)]
     frames[0].save(gif, save_all=True, append_images=frames[1:])
-    assert load_image(gif, (32, 32, 3), invert="auto").shape == (32, 32, 3)
+    assert load_image(gif, (32, 32, 3), "auto", None).shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("color_mode", ["grayscale", "rgb"])
+def test_predict_sees_an_image_exactly_as_training_did(tmp_path: Path, color_mode: str) -> None:
+    # One odd-sized photo through preprocess's image folder reader and through predict.
+    rng = np.random.default_rng(0)
+    for class_name in ("a", "b"):
+        (tmp_path / "raw/train" / class_name).mkdir(parents=True)
+        pixels = rng.integers(0, 256, (37, 23, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "raw/train" / class_name / "000000.jpg")
+    trained = image_folder.read(tmp_path / "raw", 12, color_mode)
+    channels = trained.images.shape[-1]
+    for label, class_name in enumerate(("a", "b")):
+        photo = tmp_path / "raw/train" / class_name / "000000.jpg"
+        np.testing.assert_array_equal(
+            load_image(photo, (12, 12, channels), "no", None), trained.images[label]
+        )
+
+
+def test_predict_names_the_class_of_known_digits(
+    tmp_path: Path,
+    model_dir: Path,
+    digits: dict[str, Split],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    known = known_digits(digits, model_dir, tmp_path)
+    model = str(model_dir / "model.keras")
+
+    assert cli.main(["predict", "--model", model, "--json", "--top", "1", *map(str, known)]) == 0
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    # Ink on paper is inverted to match the light-on-dark training digits, then classified.
+    assert {Path(answer["image"]): answer["top"][0]["class"] for answer in answers} == {
+        path: digit for path, digit in known.items()
+    }
+
+    # Without the inversion the same model is mostly wrong: the inversion above mattered.
+    assert (
+        cli.main(["predict", "--model", model, "--json", "--invert", "no", *map(str, known)]) == 0
+    )
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    right = sum(answer["top"][0]["class"] == known[Path(answer["image"])] for answer in answers)
+    assert right < len(known) / 2
 
 
 def test_predict_prints_json_and_reports_each_unreadable_image(
-    tmp_path: Path, model_dir: Path
+    tmp_path: Path, model_dir: Path, digits: dict[str, Split]
 ) -> None:
-    good = tmp_path / "good.png"
-    Image.new("L", (30, 30), 0).save(good)
+    good, digit = next(iter(known_digits(digits, model_dir, tmp_path).items()))
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG but not really")
     missing = tmp_path / "missing.png"
+    refused, warned = tmp_path / "refused.png", tmp_path / "warned.png"
+    write_huge_png(refused, 14_000, 14_000)  # past twice Pillow's limit: Pillow raises
+    write_huge_png(warned, 10_000, 10_000)  # past the limit: Pillow only warns
 
     result = run_command(
         [
@@ -67,9 +178,7 @@ def test_predict_prints_json_and_reports_each_unreadable_image(
             "--json",
             "--top",
             "2",
-            str(good),
-            str(corrupt),
-            str(missing),
+            *map(str, (good, corrupt, missing, refused, warned)),
         ],
         tmp_path,
         check=False,
@@ -78,16 +187,22 @@ def test_predict_prints_json_and_reports_each_unreadable_image(
     assert result.returncode == 1
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert lines[0]["image"] == str(good)
-    assert [entry["class"] for entry in lines[0]["top"]] in (
-        [a, b] for a in ("cat", "dog", "fox") for b in ("cat", "dog", "fox") if a != b
-    )
+    assert lines[0]["top"][0]["class"] == digit
+    assert len(lines[0]["top"]) == 2
     assert sum(entry["probability"] for entry in lines[0]["top"]) <= 1.0 + 1e-6
-    assert {line["image"] for line in lines[1:]} == {str(corrupt), str(missing)}
+    assert {line["image"] for line in lines[1:]} == set(
+        map(str, (corrupt, missing, refused, warned))
+    )
     assert f"cannot read {corrupt}" in result.stderr
     assert f"cannot read {missing}: no such file" in result.stderr
+    for too_large in (refused, warned):
+        assert f"cannot read {too_large}: Image size (" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
-def test_a_model_with_python_code_is_refused(tmp_path: Path) -> None:
+def test_a_model_with_python_code_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     inputs = keras.Input((8, 8, 1))
     outputs = keras.layers.Lambda(lambda x: x * 2)(keras.layers.Flatten()(inputs))
     keras.Model(inputs, outputs).save(tmp_path / "model.keras")
@@ -97,12 +212,8 @@ def test_a_model_with_python_code_is_refused(tmp_path: Path) -> None:
     image = tmp_path / "x.png"
     Image.new("L", (8, 8)).save(image)
 
-    result = run_command(
-        ["cnn-pipeline", "predict", "--model", str(tmp_path / "model.keras"), str(image)],
-        tmp_path,
-        check=False,
-    )
-
-    assert result.returncode == 2
-    assert "was refused: it contains Python code (a Lambda layer)" in result.stderr
-    assert "Traceback" not in result.stderr
+    # In this process (TensorFlow is imported already); the JSON test above runs the command.
+    assert cli.main(["predict", "--model", str(tmp_path / "model.keras"), str(image)]) == 2
+    stderr = capsys.readouterr().err
+    assert "was refused: it contains Python code (a Lambda layer)" in stderr
+    assert "Traceback" not in stderr

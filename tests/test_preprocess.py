@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnn_pipeline.images import polarity_of
 from cnn_pipeline.prepared import load_info, load_split
 from cnn_pipeline.stages import download, preprocess
 
@@ -42,6 +44,23 @@ def test_digits_splits_are_disjoint_seeded_and_uint8(tmp_path: Path) -> None:
     info = load_info(tmp_path / "prepared")
     assert info.image_shape == (8, 8, 1)
     assert info.class_names == tuple("0123456789")
+    assert info.polarity == "light_on_dark"  # white strokes on black, as predict must know
+
+
+def test_polarity_is_one_direction_only_when_nine_images_in_ten_agree() -> None:
+    dark, light = np.full((1, 4, 4, 1), 10, np.uint8), np.full((1, 4, 4, 1), 245, np.uint8)
+    assert polarity_of(np.concatenate([dark] * 9 + [light])) == "light_on_dark"
+    assert polarity_of(np.concatenate([light] * 9 + [dark])) == "dark_on_light"
+    assert polarity_of(np.concatenate([light] * 8 + [dark] * 2)) == "mixed"
+
+
+def test_a_dataset_json_from_before_polarity_reads_as_unknown(tmp_path: Path) -> None:
+    download.run(DIGITS, tmp_path / "raw")
+    preprocess.run(DIGITS, tmp_path / "raw", tmp_path / "prepared")
+    document = json.loads((tmp_path / "prepared/dataset.json").read_text())
+    assert document.pop("train_polarity") == "light_on_dark"
+    (tmp_path / "prepared/dataset.json").write_text(json.dumps(document))
+    assert load_info(tmp_path / "prepared").polarity is None
 
 
 def test_mnist_keeps_its_own_test_set(tmp_path: Path, mnist_dir: Path) -> None:

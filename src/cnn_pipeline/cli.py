@@ -113,10 +113,11 @@ def _evaluate(params: dict[str, Any], workdir: Path) -> None:
 
 def _report(params: dict[str, Any], workdir: Path) -> None:
     report_config = config.report_config(params)
+    batch_size = config.evaluate_config(params).batch_size  # one batch size for the test set
     from cnn_pipeline.stages import report
     from cnn_pipeline.tracking import TrackingContext
 
-    report.run(report_config, TrackingContext.from_environment(workdir), workdir)
+    report.run(report_config, TrackingContext.from_environment(workdir), workdir, batch_size)
 
 
 STAGES: dict[str, tuple[Callable[[dict[str, Any], Path], None], str]] = {
@@ -184,7 +185,8 @@ def _parser() -> argparse.ArgumentParser:
         "--invert",
         choices=("auto", "yes", "no"),
         default="auto",
-        help="invert grayscale images (the datasets are light on dark); auto: when mostly light",
+        help="invert grayscale images; auto (the default): when an image is light on dark and "
+        "the training images were dark on light, or the other way round",
     )
     predict.add_argument("--json", action="store_true", help="print JSON, one object per image")
     return parser

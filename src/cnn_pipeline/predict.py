@@ -1,5 +1,6 @@
-"""Classify new images with a trained model: any PNG/JPEG, resized and converted to what the
-model takes, with the top classes and their probabilities."""
+"""Classify new images with a trained model: any PNG/JPEG/BMP/GIF, converted and resized
+exactly as the training images were (`images.read_image`), with the top classes and their
+probabilities."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Literal
 
 import numpy as np
 
+from cnn_pipeline.images import Polarity, UnreadableImage, read_image, should_invert
 from cnn_pipeline.trained_model import TrainedModel
 
 Invert = Literal["auto", "yes", "no"]
@@ -26,25 +28,23 @@ class Unreadable:
     reason: str
 
 
-def load_image(path: Path, image_shape: tuple[int, int, int], invert: Invert) -> np.ndarray:
+def load_image(
+    path: Path, image_shape: tuple[int, int, int], invert: Invert, trained_on: Polarity | None
+) -> np.ndarray:
     """Read an image file as the uint8 (height, width, channels) array the model takes.
 
-    Digits and MNIST are light strokes on a dark background; a scan or photo of ink on paper
-    is the opposite. With invert="auto", a grayscale image whose mean is light is inverted.
-    Raises OSError or ValueError (from Pillow) for a file that is not a readable image.
+    A scan of ink on paper is dark on light; digits and MNIST are light strokes on black.
+    With invert="auto", a grayscale image is inverted when its polarity is the opposite of
+    the training images' (`trained_on`, from models/model.json); colour images never are.
+    Raises UnreadableImage for a file that is not a readable image (or is too large).
     """
-    from PIL import Image, ImageOps
-
     height, width, channels = image_shape
-    with Image.open(path) as opened:
-        opened.seek(0)  # the first frame of an animated GIF
-        image = opened.convert("L" if channels == 1 else "RGB")
-    image = image.resize((width, height), Image.Resampling.LANCZOS)
-    mostly_light = np.asarray(image).mean() > 127
-    if channels == 1 and (invert == "yes" or (invert == "auto" and mostly_light)):
-        image = ImageOps.invert(image)
-    array = np.asarray(image, dtype=np.uint8)
-    return array.reshape(height, width, channels)
+    array = read_image(path, height, width, channels)
+    if channels == 1 and (
+        invert == "yes" or (invert == "auto" and should_invert(array, trained_on))
+    ):
+        array = 255 - array
+    return array
 
 
 def predict_files(
@@ -55,11 +55,10 @@ def predict_files(
     unreadable: list[Unreadable] = []
     for path in files:
         try:
-            images.append(load_image(path, trained.image_shape, invert))
+            images.append(load_image(path, trained.image_shape, invert, trained.polarity))
             readable.append(path)
-        except (OSError, ValueError) as error:
-            reason = "no such file" if isinstance(error, FileNotFoundError) else str(error)
-            unreadable.append(Unreadable(str(path), reason))
+        except UnreadableImage as error:
+            unreadable.append(Unreadable(str(path), str(error)))
     predictions: list[Prediction] = []
     if images:
         probabilities = np.asarray(trained.model.predict(np.stack(images), verbose=0))

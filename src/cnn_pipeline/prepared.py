@@ -1,7 +1,8 @@
 """The prepared dataset: the contract between preprocess and the stages that train and test.
 
 `data/prepared/` holds one uncompressed .npz per split (uint8 images NHWC, uint8 labels;
-loaded without pickle) and `dataset.json` with class names, shapes and per-split counts.
+loaded without pickle) and `dataset.json` with class names, shapes, the training split's
+pixel statistics and polarity, and per-split counts.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from cnn_pipeline.errors import UserError
+from cnn_pipeline.images import POLARITIES, Polarity
 
 SPLITS = ("train", "validation", "test")
 INFO_FILE = "dataset.json"
@@ -32,6 +34,9 @@ class DatasetInfo:
     image_shape: tuple[int, int, int]  # (height, width, channels)
     channel_mean: tuple[float, ...]  # of the training split's pixels, 0-255, per channel
     channel_variance: tuple[float, ...]
+    # Light strokes on dark or dark on light, measured over the training split (see images.py);
+    # None in a dataset.json written before it was measured.
+    polarity: Polarity | None = None
 
     @property
     def num_classes(self) -> int:
@@ -57,6 +62,7 @@ def write_info(directory: Path, info: DatasetInfo, stats: dict[str, Any]) -> Non
         "image_shape": list(info.image_shape),
         "train_channel_mean": list(info.channel_mean),
         "train_channel_variance": list(info.channel_variance),
+        "train_polarity": info.polarity,
         **stats,
     }
     (directory / INFO_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -68,10 +74,17 @@ def load_info(prepared_dir: Path) -> DatasetInfo:
         raise UserError(f"{path} is missing: run `dvc repro preprocess` first")
     document = json.loads(path.read_text(encoding="utf-8"))
     height, width, channels = document["image_shape"]
+    polarity = document.get("train_polarity")
+    if polarity is not None and polarity not in POLARITIES:
+        raise UserError(
+            f"{path}: train_polarity = {polarity!r} is invalid: expected one of "
+            f"{list(POLARITIES)}; run `dvc repro -f preprocess` to rewrite it"
+        )
     return DatasetInfo(
         name=document["name"],
         class_names=tuple(document["class_names"]),
         image_shape=(height, width, channels),
         channel_mean=tuple(document["train_channel_mean"]),
         channel_variance=tuple(document["train_channel_variance"]),
+        polarity=polarity,
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from cnn_pipeline import paths
 from cnn_pipeline.errors import UserError
+from cnn_pipeline.images import POLARITIES, Polarity
 
 MLFLOW_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
 
@@ -22,6 +23,9 @@ class TrainedModel:
     model: Any  # keras.Model
     class_names: tuple[str, ...]
     image_shape: tuple[int, int, int]  # what the model takes: (height, width, channels)
+    # The training images' polarity (predict inverts images that differ); None for a model
+    # trained before it was recorded.
+    polarity: Polarity | None = None
 
 
 def load_keras_file(path: Path) -> Any:
@@ -57,7 +61,8 @@ def load(source: str, tracking_uri: str) -> TrainedModel:
             "run `dvc repro train` to write both"
         )
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    return TrainedModel(model, tuple(info["class_names"]), _shape(model))
+    polarity = _polarity(info, str(info_path))
+    return TrainedModel(model, tuple(info["class_names"]), _shape(model), polarity)
 
 
 def _load_mlflow(uri: str, tracking_uri: str) -> TrainedModel:
@@ -79,7 +84,21 @@ def _load_mlflow(uri: str, tracking_uri: str) -> TrainedModel:
     classifier = loaded.unwrap_python_model()
     if not hasattr(classifier, "class_names"):
         raise UserError(f"{uri} is not an image classifier logged by this pipeline's train stage")
-    return TrainedModel(classifier.model, tuple(classifier.class_names), _shape(classifier.model))
+    metadata = loaded.metadata.metadata or {}
+    polarity = _polarity(metadata, f"{uri}'s metadata")
+    return TrainedModel(
+        classifier.model, tuple(classifier.class_names), _shape(classifier.model), polarity
+    )
+
+
+def _polarity(info: dict[str, Any], where: str) -> Polarity | None:
+    polarity = info.get("polarity")
+    if polarity is not None and polarity not in POLARITIES:
+        raise UserError(
+            f"{where}: polarity = {polarity!r} is invalid: expected one of {list(POLARITIES)} "
+            "or none: retrain it with `dvc repro train`"
+        )
+    return polarity
 
 
 def _shape(model: Any) -> tuple[int, int, int]:

@@ -1,9 +1,10 @@
 """A folder of your own images, one sub-folder per class (`cats/`, `dogs/`, ...).
 
 The download stage copies the image files into data/raw/ (so DVC versions exactly what was
-trained on); preprocess decodes them with Pillow, converts them to grayscale or RGB and
-resizes them to image_size x image_size, straight into one preallocated uint8 array.
-Unreadable files are skipped and counted.
+trained on); preprocess decodes them with `images.read_image` (the reader predict uses too:
+grayscale or RGB, resized to image_size x image_size), straight into one preallocated uint8
+array. Unreadable files, and images over Pillow's decompression-bomb limit, are skipped and
+counted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 
 from cnn_pipeline.datasets import RawDataset
 from cnn_pipeline.errors import UserError
+from cnn_pipeline.images import UnreadableImage, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -71,22 +73,16 @@ def fetch(path: Path, test_path: Path | None, raw_dir: Path) -> None:
 def _decode(
     files: list[tuple[Path, int]], image_size: int, channels: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
-
     images = np.empty((len(files), image_size, image_size, channels), dtype=np.uint8)
     labels = np.empty(len(files), dtype=np.uint8)
     kept = 0
     unreadable: list[str] = []
     for path, label in files:
         try:
-            with Image.open(path) as opened:
-                opened.seek(0)  # first frame of a GIF
-                image = opened.convert("L" if channels == 1 else "RGB")
-                image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-        except (OSError, ValueError, Image.DecompressionBombError) as error:
+            images[kept] = read_image(path, image_size, image_size, channels)
+        except UnreadableImage as error:
             unreadable.append(f"{path.parent.name}/{path.name} ({error})")
             continue
-        images[kept] = np.asarray(image, dtype=np.uint8).reshape(image_size, image_size, channels)
         labels[kept] = label
         kept += 1
     if unreadable:

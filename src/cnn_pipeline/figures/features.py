@@ -17,8 +17,9 @@ def _conv_layers(model: Any) -> list[Any]:
     return [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
 
 
-def plot_first_layer_filters(model: Any, path: Path) -> None:
-    """Each filter of the first convolution as a small image (channels averaged).
+def plot_first_layer_filters(model: Any, path: Path) -> Any:
+    """Each filter of the first convolution as a small image (channels averaged); returns
+    the saved figure, whose axes hold one image per filter in order.
 
     Light pixels are positive weights, dark ones negative: oriented light/dark pairs are the
     edge and stroke detectors the network learned.
@@ -38,6 +39,7 @@ def plot_first_layer_filters(model: Any, path: Path) -> None:
             axis.imshow(filters[..., index], cmap="gray", vmin=-limit, vmax=limit)
     figure.suptitle(f"{first.name}: {count} learned {kernel.shape[0]}x{kernel.shape[1]} filters")
     save_figure(figure, path)
+    return figure
 
 
 def plot_activation_maps(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,54 @@ def _write_confusion_png(
     save_figure(figure, path)
 
 
+# Per-class scores go to MLflow as per_class/<class>/<score>: the chart view gives each
+# prefix before the first "/" its own section, so they stay apart from loss and accuracy.
+PER_CLASS_SECTION = "per_class"
+SCORE_NAMES = {"precision": "precision", "recall": "recall", "f1-score": "f1"}
+# MLflow 3.17 accepts letters, digits, "_", "-", ".", " ", ":" and "/" in a metric name, no
+# "." or ".." path segment, 250 characters at most. A class name keeps letters and digits
+# (any script), "_", "-" and "."; every run of other characters becomes one "_" (spaces and
+# ":" too, although MLflow takes them here: MLflow on Windows refuses ":", and a name
+# without spaces is one word in a shell or a search filter).
+_NOT_KEPT = re.compile(r"[^\w.\-]+")
+_MAX_CLASS_CHARACTERS = 200  # leaves room for the section and the score name
+
+
+def metric_safe_class_names(class_names: tuple[str, ...]) -> dict[str, str]:
+    """Each class name as it appears in MLflow metric names, unique and accepted by MLflow.
+
+    "salt & pepper" -> "salt_pepper", "T-shirt/top" -> "T-shirt_top", "café" -> "café";
+    a class whose name would repeat an earlier class's gets "_<class index>" appended.
+    """
+    safe: dict[str, str] = {}
+    for index, name in enumerate(class_names):
+        # NFC: "é" as one letter, not "e" plus a combining accent (which MLflow refuses).
+        candidate = _NOT_KEPT.sub("_", unicodedata.normalize("NFC", name))
+        candidate = candidate[:_MAX_CLASS_CHARACTERS]
+        if not candidate.strip("."):  # "", "." and ".." would be read as paths
+            candidate = candidate.replace(".", "_") or "_"
+        while candidate in safe.values():
+            candidate = f"{candidate}_{index}"
+        safe[name] = candidate
+    return safe
+
+
+def per_class_metric_values(per_class: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{"per_class/<safe class>/<precision|recall|f1>": value} for MLflow."""
+    safe = metric_safe_class_names(tuple(per_class))
+    renamed = {name: mlflow_name for name, mlflow_name in safe.items() if name != mlflow_name}
+    if renamed:
+        logger.info(
+            "class names in MLflow metric names: %s",
+            ", ".join(f"{name!r} as {mlflow_name!r}" for name, mlflow_name in renamed.items()),
+        )
+    return {
+        f"{PER_CLASS_SECTION}/{safe[name]}/{SCORE_NAMES[score]}": value
+        for name, scores in per_class.items()
+        for score, value in scores.items()
+    }
+
+
 def run(config: EvaluateConfig, context: TrackingContext, workdir: Path) -> Evaluation:
     """Evaluate workdir/models/model.keras on the prepared test split; write and log results."""
     run_id = read_run_id(workdir / paths.RUN_FILE)
@@ -117,11 +167,7 @@ def run(config: EvaluateConfig, context: TrackingContext, workdir: Path) -> Eval
         f"{model.name} on {info.name}: test accuracy {metrics['test_accuracy']:.4f}",
         workdir / paths.CONFUSION_PNG,
     )
-    per_class_metrics = {
-        f"test_{metric.replace('-score', '')}_class_{name}": value
-        for name, scores in evaluation.per_class.items()
-        for metric, value in scores.items()
-    }
+    per_class_metrics = per_class_metric_values(evaluation.per_class)
     logged = log_to_run(
         run_id,
         context,

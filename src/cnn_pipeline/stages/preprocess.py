@@ -17,6 +17,7 @@ from cnn_pipeline import datasets
 from cnn_pipeline.atomic import atomic_path
 from cnn_pipeline.config import DataConfig
 from cnn_pipeline.errors import UserError
+from cnn_pipeline.images import polarity_of
 from cnn_pipeline.prepared import DatasetInfo, Split, write_info, write_split
 
 logger = logging.getLogger(__name__)
@@ -95,19 +96,27 @@ def run(config: DataConfig, raw_dir: Path, prepared_dir: Path) -> dict[str, Spli
     splits = split_dataset(raw, config)
     height, width, channels = raw.images.shape[1:]
     mean, variance = channel_statistics(splits["train"].images)
-    info = DatasetInfo(config.name, raw.class_names, (height, width, channels), mean, variance)
+    info = DatasetInfo(
+        config.name,
+        raw.class_names,
+        (height, width, channels),
+        mean,
+        variance,
+        polarity=polarity_of(splits["train"].images),  # predict inverts images that differ
+    )
     with atomic_path(prepared_dir) as staged:
         staged.mkdir()
         for name, split in splits.items():
             write_split(staged, name, split)
         write_info(staged, info, _counts(splits, info.num_classes))
     logger.info(
-        "%s: %s images of %dx%dx%d in %s",
+        "%s: %s images of %dx%dx%d (%s) in %s",
         config.name,
         ", ".join(f"{len(split.labels)} {name}" for name, split in splits.items()),
         height,
         width,
         channels,
+        str(info.polarity).replace("_", " "),
         prepared_dir,
     )
     return splits

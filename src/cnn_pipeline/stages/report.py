@@ -32,13 +32,19 @@ FIGURES = (
 )
 
 
-def run(config: ReportConfig, context: TrackingContext, workdir: Path) -> dict[str, float]:
-    """Write the figures under workdir/reports/ and the calibration metrics; log them."""
+def run(
+    config: ReportConfig, context: TrackingContext, workdir: Path, batch_size: int
+) -> dict[str, float]:
+    """Write the figures under workdir/reports/ and the calibration metrics; log them.
+
+    `batch_size`: test images per inference step, params.yaml's evaluate.batch_size (one
+    setting for every pass over the test set; it changes speed only).
+    """
     run_id = read_run_id(workdir / paths.RUN_FILE)
     info = load_info(workdir / paths.PREPARED_DIR)
     test = load_split(workdir / paths.PREPARED_DIR, "test")
     model = load_keras_file(workdir / paths.MODEL_FILE)
-    probabilities = model.predict(test.images, batch_size=512, verbose=0)
+    probabilities = model.predict(test.images, batch_size=batch_size, verbose=0)
 
     plot_training_curves(workdir / paths.HISTORY_FILE, workdir / paths.TRAINING_CURVES_PNG)
     plot_first_layer_filters(model, workdir / paths.FILTERS_PNG)

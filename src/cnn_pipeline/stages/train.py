@@ -239,6 +239,8 @@ def _write_outputs(
         "dataset": info.name,
         "class_names": list(info.class_names),
         "image_shape": list(info.image_shape),
+        # Light on dark or dark on light: predict inverts new images whose polarity differs.
+        "polarity": info.polarity,
     }
     try:
         with atomic_path(workdir / paths.MODEL_FILE) as staged_model:
