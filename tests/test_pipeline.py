@@ -138,6 +138,7 @@ def test_evaluation_only_change_does_not_retrain(repo: Path) -> None:
 
 
 def test_exp_run_composes_conf_and_reruns_only_training(repo: Path) -> None:
+    edit_params(repo, "evaluate", "batch_size", 100)  # a hand edit that -S does not name
     result = run_command(
         [
             "dvc",
@@ -156,6 +157,11 @@ def test_exp_run_composes_conf_and_reruns_only_training(repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["train"]["learning_rate"] == 0.005
     assert params["evaluate"]["batch_size"] == 512  # recomposed from conf/, the hand edit is gone
+    # ... and said so before anything ran (hydra_plugins/cnn_pipeline_params_guard.py).
+    assert (
+        "loses evaluate.batch_size = 100 (conf/: 512): to keep that, add -S evaluate.batch_size=100"
+        in result.stderr
+    )
 
     client = mlflow_client(repo)
     experiment = client.get_experiment_by_name("cnn-pipeline")
