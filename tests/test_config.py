@@ -163,7 +163,12 @@ BAD_VALUES = [
         "train.learning_rate = '0.01' is invalid: Input should be a valid number",
     ),
     ("train", "epochs", "ten", "train.epochs = 'ten' is invalid: Input should be a valid integer"),
-    ("train", "lerning_rate", 0.01, "unknown key train.lerning_rate"),
+    (
+        "train",
+        "lerning_rate",
+        0.01,
+        "unknown key train.lerning_rate: did you mean train.learning_rate? fix or remove it",
+    ),
     (
         "train",
         "optimizer",
@@ -259,3 +264,10 @@ def test_warmup_must_leave_epochs_at_the_full_learning_rate() -> None:
         config.train_config(params)
     params["train"]["warmup_epochs"] = 0.5
     assert config.train_config(params).warmup_epochs == 0.5
+
+
+def test_check_params_validates_every_section_and_knows_them_all(params: dict[str, Any]) -> None:
+    config.check_params(params)
+    params["trian"] = params.pop("train")
+    with pytest.raises(UserError, match=r"unknown section trian: did you mean train\?"):
+        config.check_params(params)

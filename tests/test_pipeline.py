@@ -7,13 +7,16 @@ check what a user sees next: the MLflow run, a no-op repro, and which stages re-
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -175,6 +178,50 @@ def test_second_repro_is_a_no_op(repo: Path) -> None:
     assert "up to date" in result.stdout
 
 
+def model_weights(model_file: Path) -> dict[str, np.ndarray]:
+    """Every weight array in a .keras file (the file's own bytes hold a save date)."""
+    import h5py
+
+    with zipfile.ZipFile(model_file) as archive:
+        weights_file = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
+    arrays: dict[str, np.ndarray] = {}
+    weights_file.visititems(
+        lambda name, item: (
+            arrays.update({name: item[()]}) if isinstance(item, h5py.Dataset) else None
+        )
+    )
+    return arrays
+
+
+def test_training_again_on_the_same_machine_gives_identical_weights_and_metrics(
+    repo: Path, tmp_path: Path
+) -> None:
+    """The README's determinism promise: same params, seed, data, library versions, CPU
+    instruction set and thread count give bit-identical results. A second training of the
+    pipeline's params, in another folder, must match the first bit for bit."""
+    shutil.copy2(repo / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(repo / "data/prepared", tmp_path / "data/prepared")
+
+    run_command(["cnn-pipeline", "train"], tmp_path)
+
+    for name in ("metrics/train_history.csv", "reports/receptive_fields.json"):
+        assert (tmp_path / name).read_bytes() == (repo / name).read_bytes(), name
+    first, second = (
+        {
+            key: value
+            for key, value in json.loads((folder / "metrics/train.json").read_text()).items()
+            if "loss" in key or "accuracy" in key
+        }
+        for folder in (repo, tmp_path)
+    )
+    assert first == second and first
+    first_weights = model_weights(repo / "models/model.keras")
+    second_weights = model_weights(tmp_path / "models/model.keras")
+    assert first_weights.keys() == second_weights.keys() and first_weights
+    for name, array in first_weights.items():
+        np.testing.assert_array_equal(second_weights[name], array, err_msg=name)
+
+
 def test_evaluation_only_change_does_not_retrain(repo: Path) -> None:
     edit_params(repo, "evaluate", "confusion_normalize", True)
     result = run_command(["dvc", "repro"], repo)
@@ -182,6 +229,7 @@ def test_evaluation_only_change_does_not_retrain(repo: Path) -> None:
 
 
 def test_exp_run_composes_conf_and_reruns_only_training(repo: Path) -> None:
+    edit_params(repo, "evaluate", "batch_size", 100)  # a hand edit that -S does not name
     result = run_command(
         [
             "dvc",
@@ -200,6 +248,11 @@ def test_exp_run_composes_conf_and_reruns_only_training(repo: Path) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["train"]["learning_rate"] == 0.005
     assert params["evaluate"]["batch_size"] == 512  # recomposed from conf/, the hand edit is gone
+    # ... and said so before anything ran (hydra_plugins/cnn_pipeline_params_guard.py).
+    assert (
+        "loses evaluate.batch_size = 100 (conf/: 512): to keep that, add -S evaluate.batch_size=100"
+        in result.stderr
+    )
 
     client = mlflow_client(repo)
     experiment = client.get_experiment_by_name("cnn-pipeline")

@@ -150,11 +150,23 @@ def _parser() -> argparse.ArgumentParser:
         "params",
         help="compose conf/ into params.yaml, as `dvc exp run` does",
         description="Compose conf/ with Hydra overrides (e.g. data=mnist train.epochs=5) into "
-        "params.yaml, exactly as `dvc exp run -S ...` would; then `dvc repro` uses it.",
+        "params.yaml, exactly as `dvc exp run -S ...` would; then `dvc repro` uses it. The "
+        "result is validated as the stages validate it, and nothing is written if it fails. "
+        "Works from any folder of the repository.",
     )
     compose.add_argument("overrides", nargs="*", help="Hydra overrides such as data=mnist")
-    compose.add_argument("--config-dir", type=Path, default=paths.CONFIG_DIR)
-    compose.add_argument("--output", type=Path, default=paths.PARAMS_FILE)
+    compose.add_argument(
+        "--config-dir",
+        type=Path,
+        default=None,
+        help=f"the Hydra config tree (default: the repository's {paths.CONFIG_DIR}/)",
+    )
+    compose.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help=f"where to write (default: the repository's {paths.PARAMS_FILE})",
+    )
 
     promote = commands.add_parser(
         "promote",
@@ -194,14 +206,34 @@ def _parser() -> argparse.ArgumentParser:
 
 def _compose(arguments: argparse.Namespace) -> None:
     from cnn_pipeline.atomic import atomic_path
-    from cnn_pipeline.compose import compose_params
-
-    text = compose_params(arguments.config_dir, arguments.overrides)
-    with atomic_path(arguments.output) as staged:
-        staged.write_text(text, encoding="utf-8")
-    logger.info(
-        "wrote %s from %s %s", arguments.output, arguments.config_dir, " ".join(arguments.overrides)
+    from cnn_pipeline.compose import (
+        check_composed,
+        compose_params,
+        describe_lost,
+        edits_lost_by,
+        find_repository_root,
     )
+
+    if arguments.config_dir is None or arguments.output is None:
+        root = find_repository_root(Path.cwd())
+    config_dir = arguments.config_dir or root / paths.CONFIG_DIR
+    output = arguments.output or root / paths.PARAMS_FILE
+    text = compose_params(config_dir, arguments.overrides)
+    try:
+        check_composed(text)
+    except UserError as error:
+        raise UserError(f"{error} ({output} left unchanged)") from None
+    lost = edits_lost_by(config_dir, output, arguments.overrides)
+    if lost:
+        logger.warning(
+            "%s loses %s: to keep that, also give %s",
+            output.name,
+            describe_lost(lost),
+            " ".join(edit.as_override() for edit in lost),
+        )
+    with atomic_path(output) as staged:
+        staged.write_text(text, encoding="utf-8")
+    logger.info("wrote %s from %s %s", output, config_dir, " ".join(arguments.overrides))
 
 
 def _promote(arguments: argparse.Namespace) -> None:

@@ -6,6 +6,8 @@ that names the key, the value given and what is allowed.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -117,10 +119,11 @@ class ResNetConfig(_Section):
 
 AnyModelConfig = SimpleCnnConfig | FastCnnConfig | LeNet5Config | ResNetConfig
 ModelConfig = Annotated[AnyModelConfig, Field(discriminator="name")]
-MODEL_NAMES: tuple[str, ...] = tuple(
-    member.model_fields["name"].annotation.__args__[0]  # type: ignore[union-attr]
+MODEL_CLASSES: dict[str, type[_Section]] = {
+    member.model_fields["name"].annotation.__args__[0]: member  # type: ignore[union-attr]
     for member in (SimpleCnnConfig, FastCnnConfig, LeNet5Config, ResNetConfig)
-)
+}
+MODEL_NAMES: tuple[str, ...] = tuple(MODEL_CLASSES)
 
 
 class AugmentConfig(_Section):
@@ -196,16 +199,35 @@ def _section(params: dict[str, Any], name: str) -> Any:
     return params[name]
 
 
+def nearest(name: str, known: list[str]) -> str | None:
+    """The known name closest to a misspelt one (difflib's ratio of at least 0.6), if any."""
+    matches = difflib.get_close_matches(name, known, n=1)
+    return matches[0] if matches else None
+
+
+def nearest_key_hint(key: str, known: list[str]) -> str:
+    """'did you mean train.learning_rate?' for a misspelt key, else the keys there are."""
+    parent, _, name = key.rpartition(".")
+    prefix = f"{parent}." if parent else ""
+    match = nearest(name, known)
+    if match is not None:
+        return f"did you mean {prefix}{match}?"
+    return f"the keys there are {', '.join(prefix + k for k in known)}"
+
+
 def _describe(error: ValidationError, prefix: str) -> str:
     """Turn pydantic's first complaint into one line: key, value given, what is allowed."""
     detail = error.errors(include_url=False)[0]
     location = [str(part) for part in detail["loc"]]
+    section_class = SECTION_CLASSES.get(prefix)
     # A tagged union adds the tag ("simple_cnn") to the location; the user never wrote it.
     if prefix == "model" and location and location[0] in MODEL_NAMES:
+        section_class = MODEL_CLASSES[location[0]]
         location = location[1:]
     key = ".".join([prefix, *location]) if location else prefix
     if detail["type"] == "extra_forbidden":
-        return f"params.yaml: unknown key {key} (is it a typo?): remove it or fix its name"
+        known = list(section_class.model_fields) if section_class is not None else []
+        return f"params.yaml: unknown key {key}: {nearest_key_hint(key, known)} fix or remove it"
     if detail["type"] == "missing":
         return f"params.yaml: {key} is missing: recompose params.yaml with `cnn-pipeline params`"
     given = detail.get("input")
@@ -226,6 +248,16 @@ def _validate(adapter: TypeAdapter[SectionT], value: Any, prefix: str) -> Sectio
         return adapter.validate_python(value)
     except ValidationError as error:
         raise UserError(_describe(error, prefix)) from None
+
+
+SECTION_CLASSES: dict[str, type[_Section]] = {
+    "data": DataConfig,
+    "augment": AugmentConfig,
+    "train": TrainConfig,
+    "evaluate": EvaluateConfig,
+    "report": ReportConfig,
+    "mlflow": MlflowConfig,
+}
 
 
 def data_config(params: dict[str, Any]) -> DataConfig:
@@ -259,3 +291,26 @@ def report_config(params: dict[str, Any]) -> ReportConfig:
 
 def mlflow_config(params: dict[str, Any]) -> MlflowConfig:
     return _validate(TypeAdapter(MlflowConfig), _section(params, "mlflow"), "mlflow")
+
+
+# Every section of params.yaml and the function that validates it, in params.yaml's order.
+SECTION_READERS: dict[str, Callable[[dict[str, Any]], object]] = {
+    "data": data_config,
+    "model": model_config,
+    "augment": augment_config,
+    "train": train_config,
+    "evaluate": evaluate_config,
+    "report": report_config,
+    "mlflow": mlflow_config,
+}
+
+
+def check_params(params: dict[str, Any]) -> None:
+    """Validate every section as the stages do (same one-line `UserError`s), and refuse
+    sections that no stage reads."""
+    for name in params:
+        if name not in SECTION_READERS:
+            hint = nearest_key_hint(str(name), list(SECTION_READERS))
+            raise UserError(f"params.yaml: unknown section {name}: {hint} fix or remove it")
+    for read in SECTION_READERS.values():
+        read(params)
