@@ -33,19 +33,22 @@ from cnn_pipeline import paths
 
 from conftest import MNIST_DIR, REPO_ROOT, run_command
 
-# Runs the train stage with every MLflow call of the tracking module replaced by a
+# Runs the train stage with every MLflow call of the tracking package replaced by a
 # stand-in that accepts it and does nothing.
 WITHOUT_MLFLOW = """
 import sys
-from cnn_pipeline import tracking
+from cnn_pipeline.tracking import registry, runs, store
 from cnn_pipeline.stages import train
-tracking.open_experiment = lambda *arguments: "0"
-tracking.start_run = lambda *arguments: "no-mlflow"
-tracking.continue_run = lambda run_id: True
-tracking.logged_steps = lambda *arguments: set()
-for name in ("set_tags", "log_model_and_records", "end_run"):
-    setattr(tracking, name, lambda *arguments, **keywords: None)
-train.MlflowEpochLogger._log = staticmethod(lambda metrics, step: None)
+def nothing(*arguments, **keywords):
+    return None
+store.open_experiment = lambda *arguments: "0"
+runs.start_run = lambda *arguments: "no-mlflow"
+runs.continue_run = lambda run_id: True
+runs.logged_steps = lambda *arguments: set()
+for name in ("set_tags", "end_run", "mark_killed", "log_datasets"):
+    setattr(runs, name, nothing)
+registry.log_and_register_model = nothing
+train.MlflowEpochLogger._log = staticmethod(nothing)
 from cnn_pipeline.cli import main
 sys.exit(main(["train"]))
 """
@@ -93,7 +96,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mlflow-overhead-") as directory:
         workdir = Path(directory)
         config_dir = str(REPO_ROOT / "conf")
-        run_command(["cnn-pipeline", "params", *overrides, "--config-dir", config_dir], workdir)
+        run_command(
+            [
+                "cnn-pipeline",
+                "params",
+                *overrides,
+                "--config-dir",
+                config_dir,
+                "--output",
+                "params.yaml",
+            ],
+            workdir,
+        )
         for stage in ("download", "preprocess"):
             run_command(["cnn-pipeline", stage], workdir)
         run_stage(WITH_MLFLOW, workdir)  # creates the MLflow store: a one-time cost

@@ -488,6 +488,8 @@ def test_relative_image_folder_is_found_from_a_queued_experiments_copy(tmp_path:
             "params",
             "--config-dir",
             str(REPO_ROOT / "conf"),
+            "--output",
+            "params.yaml",
             "data=image_folder",
             "data.path=my_images",
             "data.image_size=8",

@@ -88,7 +88,19 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         patch.chdir(workdir)
         patch.setenv("MLFLOW_TRACKING_URI", store)
         patch.setattr(evaluate, "save_figure", save_and_keep)
-        assert cli.main(["params", "--config-dir", str(REPO_ROOT / "conf"), *overrides]) == 0
+        assert (
+            cli.main(
+                [
+                    "params",
+                    "--config-dir",
+                    str(REPO_ROOT / "conf"),
+                    "--output",
+                    "params.yaml",
+                    *overrides,
+                ]
+            )
+            == 0
+        )
         for stage in ("download", "preprocess", "train", "evaluate"):
             assert cli.main([stage]) == 0, f"cnn-pipeline {stage} failed"
     yield {

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from cnn_pipeline import tracking
 from cnn_pipeline.errors import UserError
+from cnn_pipeline.tracking import runs, store
 
 from conftest import REPO_ROOT, command_environment, run_command
 
 
-def context(tmp_path: Path, uri: str | None = None) -> tracking.TrackingContext:
-    return tracking.TrackingContext(
+def context(tmp_path: Path, uri: str | None = None) -> store.TrackingContext:
+    return store.TrackingContext(
         repo_root=tmp_path,
-        tracking_uri=uri or tracking.default_tracking_uri(tmp_path),
+        tracking_uri=uri or store.default_tracking_uri(tmp_path),
         dvc_experiment=None,
         baseline_commit=None,
         uses_default_store=uri is None,
@@ -31,15 +31,15 @@ def context(tmp_path: Path, uri: str | None = None) -> tracking.TrackingContext:
 OPEN_AND_RECORD = """
 import sys
 from pathlib import Path
-from cnn_pipeline import tracking
+from cnn_pipeline.tracking import runs, store
 folder = Path(sys.argv[1])
-context = tracking.TrackingContext(folder, tracking.default_tracking_uri(folder), None, None)
-experiment = tracking.open_experiment(context, "sweep")
-description = tracking.RunDescription(f"run-{sys.argv[2]}", {}, {"train": {"seed": sys.argv[2]}})
-tracking.start_run(experiment, description)
+context = store.TrackingContext(folder, store.default_tracking_uri(folder), None, None)
+experiment = store.open_experiment(context, "sweep")
+description = runs.RunDescription(f"run-{sys.argv[2]}", {}, {"train": {"seed": sys.argv[2]}})
+runs.start_run(experiment, description)
 import mlflow
 mlflow.log_metric("loss", 1.0, step=1)
-tracking.end_run("FINISHED")
+runs.end_run("FINISHED")
 """
 
 
@@ -62,7 +62,7 @@ def test_processes_starting_together_on_a_fresh_store_all_record_their_runs(
     assert not failures, failures
     import mlflow
 
-    client = mlflow.MlflowClient(tracking.default_tracking_uri(tmp_path))
+    client = mlflow.MlflowClient(store.default_tracking_uri(tmp_path))
     experiment = client.get_experiment_by_name("sweep")
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
@@ -81,7 +81,7 @@ def test_an_unreachable_server_fails_fast_with_one_line_naming_it(tmp_path: Path
     uri = f"http://127.0.0.1:{_closed_port()}"
     started = time.monotonic()
     with pytest.raises(UserError) as raised:
-        tracking.open_experiment(context(tmp_path, uri), "test")
+        store.open_experiment(context(tmp_path, uri), "test")
     assert time.monotonic() - started < 30
     message = str(raised.value)
     assert "\n" not in message
@@ -96,16 +96,16 @@ def test_a_server_decides_where_artifacts_go(tmp_path: Path) -> None:
 
 def test_runs_are_named_after_what_differs_from_the_defaults(tmp_path: Path) -> None:
     params = {"model": {"name": "simple_cnn"}, "train": {"learning_rate": 0.003}}
-    plain = tracking.describe_training(context(tmp_path), params, "digits", {})
+    plain = runs.describe_training(context(tmp_path), params, "digits", {})
     assert plain.name == "simple_cnn-digits"
     assert "params_changed" not in plain.tags
-    changed = tracking.describe_training(
+    changed = runs.describe_training(
         context(tmp_path), params, "digits", {"train.learning_rate": "0.003"}
     )
     assert changed.name == "simple_cnn-digits train.learning_rate=0.003"
     assert changed.tags["params_changed"] == "train.learning_rate=0.003"
-    in_experiment = tracking.describe_training(
-        tracking.TrackingContext(tmp_path, "sqlite://", "brisk-lark", "abc"), params, "digits", {}
+    in_experiment = runs.describe_training(
+        store.TrackingContext(tmp_path, "sqlite://", "brisk-lark", "abc"), params, "digits", {}
     )
     assert in_experiment.name == "brisk-lark"
     assert in_experiment.tags["dvc.experiment"] == "brisk-lark"
@@ -115,7 +115,7 @@ def test_runs_are_named_after_what_differs_from_the_defaults(tmp_path: Path) -> 
 def test_results_for_a_run_the_store_no_longer_has_are_skipped_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    logged = tracking.log_to_run("0" * 32, context(tmp_path), {"test_accuracy": 1.0}, [], "x")
+    logged = runs.log_to_run("0" * 32, context(tmp_path), {"test_accuracy": 1.0}, [], "x")
     assert logged is False
     assert "is not in" in caplog.text
 

@@ -59,16 +59,16 @@ def _train(params: dict[str, Any], workdir: Path) -> None:
         "augment": augment_config.model_dump(),
         "train": train_config.model_dump(),
     }
-    from cnn_pipeline import tracking
     from cnn_pipeline.prepared import load_info
+    from cnn_pipeline.tracking import runs, store
 
     dataset = load_info(workdir / paths.PREPARED_DIR).name
-    context = tracking.TrackingContext.from_environment(workdir)
-    description = tracking.describe_training(
+    context = store.TrackingContext.from_environment(workdir)
+    description = runs.describe_training(
         context, logged, dataset, _changed_from_defaults(params, workdir)
     )
     # Before TensorFlow's import: a store that cannot be reached fails in seconds.
-    experiment_id = tracking.open_experiment(context, mlflow_config.experiment_name)
+    experiment_id = store.open_experiment(context, mlflow_config.experiment_name)
     from cnn_pipeline.stages import train
 
     train.run(
@@ -89,10 +89,13 @@ def _changed_from_defaults(params: dict[str, Any], workdir: Path) -> dict[str, s
     import yaml
 
     from cnn_pipeline.compose import compose_params
-    from cnn_pipeline.tracking import flatten_params
+    from cnn_pipeline.tracking.runs import flatten_params
 
+    config_dir = workdir / paths.CONFIG_DIR
+    if not config_dir.is_dir():
+        return {}
     try:
-        defaults = yaml.safe_load(compose_params(workdir / paths.CONFIG_DIR, []))
+        defaults = yaml.safe_load(compose_params(config_dir, []))
     except UserError:
         return {}
     default_values = flatten_params(defaults)
@@ -106,7 +109,7 @@ def _changed_from_defaults(params: dict[str, Any], workdir: Path) -> dict[str, s
 def _evaluate(params: dict[str, Any], workdir: Path) -> None:
     evaluate_config = config.evaluate_config(params)
     from cnn_pipeline.stages import evaluate
-    from cnn_pipeline.tracking import TrackingContext
+    from cnn_pipeline.tracking.store import TrackingContext
 
     evaluate.run(evaluate_config, TrackingContext.from_environment(workdir), workdir)
 
@@ -115,7 +118,7 @@ def _report(params: dict[str, Any], workdir: Path) -> None:
     report_config = config.report_config(params)
     batch_size = config.evaluate_config(params).batch_size  # one batch size for the test set
     from cnn_pipeline.stages import report
-    from cnn_pipeline.tracking import TrackingContext
+    from cnn_pipeline.tracking.store import TrackingContext
 
     report.run(report_config, TrackingContext.from_environment(workdir), workdir, batch_size)
 
@@ -238,8 +241,8 @@ def _compose(arguments: argparse.Namespace) -> None:
 
 def _promote(arguments: argparse.Namespace) -> None:
     mlflow_config = config.mlflow_config(config.read_params(arguments.params))
-    from cnn_pipeline.registry import promote
-    from cnn_pipeline.tracking import TrackingContext
+    from cnn_pipeline.tracking.registry import promote
+    from cnn_pipeline.tracking.store import TrackingContext
 
     context = TrackingContext.from_environment(Path.cwd())
     name = mlflow_config.registered_model_name
@@ -259,7 +262,7 @@ def _predict(arguments: argparse.Namespace) -> int:
     if arguments.top < 1:
         raise UserError(f"--top {arguments.top} is invalid: show at least 1 class")
     from cnn_pipeline.predict import predict_files
-    from cnn_pipeline.tracking import TrackingContext
+    from cnn_pipeline.tracking.store import TrackingContext
     from cnn_pipeline.trained_model import load
 
     trained = load(arguments.model, TrackingContext.from_environment(Path.cwd()).tracking_uri)

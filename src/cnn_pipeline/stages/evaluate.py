@@ -22,8 +22,9 @@ from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.config import EvaluateConfig
 from cnn_pipeline.figures import pyplot, save_figure
 from cnn_pipeline.prepared import DatasetInfo, load_info, load_split
-from cnn_pipeline.registry import describe_versions
-from cnn_pipeline.tracking import TrackingContext, log_to_run, read_run_id
+from cnn_pipeline.tracking.registry import describe_versions
+from cnn_pipeline.tracking.runs import log_to_run, read_run_id
+from cnn_pipeline.tracking.store import TrackingContext
 from cnn_pipeline.trained_model import load_keras_file
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from cnn_pipeline.figures.curves import plot_training_curves
 from cnn_pipeline.figures.features import plot_activation_maps, plot_first_layer_filters
 from cnn_pipeline.figures.mistakes import plot_mistakes
 from cnn_pipeline.prepared import load_info, load_split
-from cnn_pipeline.tracking import TrackingContext, log_to_run, read_run_id
+from cnn_pipeline.tracking.runs import log_to_run, read_run_id
+from cnn_pipeline.tracking.store import TrackingContext
 from cnn_pipeline.trained_model import load_keras_file
 
 logger = logging.getLogger(__name__)

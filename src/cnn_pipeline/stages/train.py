@@ -16,7 +16,7 @@ from typing import Any
 
 import keras
 
-from cnn_pipeline import paths, registry, tracking
+from cnn_pipeline import paths
 from cnn_pipeline.accelerators import detect
 from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.config import AnyModelConfig, AugmentConfig, MlflowConfig, TrainConfig
@@ -24,6 +24,7 @@ from cnn_pipeline.errors import TrainingInterrupted
 from cnn_pipeline.models.receptive_field import describe, receptive_fields
 from cnn_pipeline.prepared import DatasetInfo, Split, load_info, load_split
 from cnn_pipeline.resume import ResumeState, fingerprint, interrupted_run_ids
+from cnn_pipeline.tracking import registry, runs, store
 from cnn_pipeline.training import HISTORY_COLUMNS, train_model
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ class MlflowEpochLogger(keras.callbacks.Callback):  # type: ignore[misc]
         if self.caught_up:
             return
         self.caught_up = True
-        logged = tracking.logged_steps(self.run_id, "loss")
+        logged = runs.logged_steps(self.run_id, "loss")
         for row in self.records.rows:
             if int(row["epoch"]) not in logged:
                 self._log({key: row[key] for key in HISTORY_COLUMNS[1:]}, int(row["epoch"]))
@@ -136,30 +137,30 @@ def run(
     augment_config: AugmentConfig,
     train_config: TrainConfig,
     mlflow_config: MlflowConfig,
-    context: tracking.TrackingContext,
-    run_description: tracking.RunDescription,
+    context: store.TrackingContext,
+    run_description: runs.RunDescription,
     experiment_id: str,
     workdir: Path,
 ) -> TrainResult:
     """Train on workdir/data/prepared and write the model and its records under workdir,
-    recorded in an MLflow run of `experiment_id` (`tracking.open_experiment`), continued
+    recorded in an MLflow run of `experiment_id` (`store.open_experiment`), continued
     where an interrupted training of the same configuration left one."""
     prepared_dir = workdir / paths.PREPARED_DIR
     info: DatasetInfo = load_info(prepared_dir)
     splits = {name: load_split(prepared_dir, name) for name in ("train", "validation", "test")}
     train, validation = splits["train"], splits["validation"]
-    tracking.mark_killed(interrupted_run_ids(context.repo_root))
+    runs.mark_killed(interrupted_run_ids(context.repo_root))
     state = ResumeState.for_training(
         context.repo_root,
         fingerprint(run_description.params, sorted(prepared_dir.iterdir())),
     )
     run_id = state.run_id() if state.is_resumable() else None
-    if run_id is not None and tracking.continue_run(run_id):
+    if run_id is not None and runs.continue_run(run_id):
         logger.info("resuming the interrupted training (MLflow run %s)", run_id)
     else:
         state.discard()
-        run_id = tracking.start_run(experiment_id, run_description)
-        tracking.log_datasets(
+        run_id = runs.start_run(experiment_id, run_description)
+        runs.log_datasets(
             info.name,
             {
                 name: (split.images, split.labels, str(prepared_dir / f"{name}.npz"))
@@ -172,7 +173,7 @@ def run(
     with state.held():
         accelerators = detect()
         device = accelerators.describe()
-        tracking.set_tags({"device": device, "keras_backend": keras.config.backend()})
+        runs.set_tags({"device": device, "keras_backend": keras.config.backend()})
         records = EpochRecords(state, info.image_shape[0])
         try:
             result = train_model(
@@ -193,14 +194,14 @@ def run(
                 ],
             )
         except KeyboardInterrupt:
-            tracking.end_run("KILLED")
+            runs.end_run("KILLED")
             finished = len(records.rows)
             raise TrainingInterrupted(
                 f"training interrupted after epoch {finished} of {train_config.epochs}; "
                 f"`dvc repro` resumes from epoch {finished + 1} (MLflow run {run_id})"
             ) from None
         except BaseException:
-            tracking.end_run("FAILED")
+            runs.end_run("FAILED")
             raise
         images_per_second = len(train.labels) * len(result.history) / max(result.seconds, 1e-9)
         speed = {
@@ -261,9 +262,9 @@ def _write_outputs(
             },
         )
     except BaseException:
-        tracking.end_run("FAILED")
+        runs.end_run("FAILED")
         raise
-    tracking.end_run("FINISHED")
+    runs.end_run("FINISHED")
 
     history = records.rows
     final = history[-1]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cnn_pipeline.errors import UserError
-from cnn_pipeline.tracking import TrackingContext
+from cnn_pipeline.tracking.store import TrackingContext
 
 logger = logging.getLogger(__name__)
 

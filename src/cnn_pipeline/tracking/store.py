@@ -1,5 +1,4 @@
-"""MLflow tracking through its public API: where runs are stored, the train stage's run, and
-the later stages' additions to it.
+"""Where MLflow runs are stored, and opening that store safely before any training.
 
 The default store is `mlflow.db` (SQLite) plus `mlartifacts/` at the repository root, both
 addressed absolutely: `dvc exp run --queue` runs stages in a temporary copy of the repository,
@@ -11,18 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import logging
 import os
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cnn_pipeline import paths
 from cnn_pipeline.errors import UserError, first_line
-
-logger = logging.getLogger(__name__)
 
 # `mlflow ui` reads this experiment tag to open the runs table (model training) by default.
 EXPERIMENT_KIND_TAG = {"mlflow.experimentKind": "custom_model_development"}
@@ -80,21 +75,6 @@ def _git_commit(directory: Path) -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return result.stdout.strip() or None
-
-
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """{"train": {"learning_rate": 0.001}} -> {"train.learning_rate": "0.001"}.
-
-    MLflow's log_params does not flatten nested mappings itself.
-    """
-    flat: dict[str, str] = {}
-    for key, value in params.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten_params(value, prefix=f"{name}."))
-        else:
-            flat[name] = str(value)
-    return flat
 
 
 @contextlib.contextmanager
@@ -175,157 +155,3 @@ def store_problem(context: TrackingContext, error: BaseException) -> str:
             "server, or fix or unset MLFLOW_TRACKING_URI"
         )
     return f"MLflow cannot record the run in {context.tracking_uri}: {message}"
-
-
-@dataclass(frozen=True)
-class RunDescription:
-    """What the train stage's run is called, tagged with and logs as params."""
-
-    name: str
-    tags: dict[str, str]
-    params: dict[str, Any]  # nested sections of params.yaml; logged flattened
-
-
-def describe_training(
-    context: TrackingContext, params: dict[str, Any], dataset: str, changed: dict[str, str]
-) -> RunDescription:
-    """The run is named after the DVC experiment or, outside one, after the network, the
-    dataset and the params that differ from conf/'s defaults (`changed`), so that runs with
-    different learning rates are told apart in `mlflow ui`'s runs table."""
-    model_name = str(params["model"]["name"])
-    tags = {"dataset": dataset, "model": model_name}
-    if changed:
-        tags["params_changed"] = " ".join(f"{key}={value}" for key, value in changed.items())
-    if context.baseline_commit:
-        tags["mlflow.source.git.commit"] = context.baseline_commit
-    if context.dvc_experiment:
-        tags["dvc.experiment"] = context.dvc_experiment
-    name = context.dvc_experiment or f"{model_name}-{dataset}"
-    if not context.dvc_experiment and changed:
-        name = f"{name} {tags['params_changed']}"[:250]
-    return RunDescription(name, tags, params)
-
-
-def start_run(experiment_id: str, description: RunDescription) -> str:
-    """Start the train stage's run (the active run of this process); return its id."""
-    import mlflow
-
-    run = mlflow.start_run(
-        experiment_id=experiment_id, run_name=description.name, tags=description.tags
-    )
-    mlflow.log_params(flatten_params(description.params))
-    return str(run.info.run_id)
-
-
-def log_datasets(name: str, splits: Mapping[str, tuple[Any, Any, str]]) -> None:
-    """Log each split as a dataset input of the active run: `mlflow ui`'s Dataset column and
-    run comparison then show what each model was trained and tested on. `splits` maps the
-    split's name (the input's context) to (images, labels, the file it was read from);
-    MLflow takes a digest of the arrays themselves."""
-    import warnings
-
-    import mlflow
-    from mlflow.data.numpy_dataset import from_numpy
-
-    for split, (images, labels, source) in splits.items():
-        with warnings.catch_warnings():  # a local path could name several kinds of source
-            warnings.filterwarnings("ignore", message="The specified dataset source")
-            dataset = from_numpy(images, targets=labels, name=name, source=source)
-        mlflow.log_input(dataset, context=split)
-
-
-def set_tags(tags: Mapping[str, str]) -> None:
-    import mlflow
-
-    mlflow.set_tags(dict(tags))
-
-
-def continue_run(run_id: str) -> bool:
-    """Make the run of an interrupted training the active run again; False where the store
-    no longer has it (deleted mlflow.db, another MLFLOW_TRACKING_URI)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mlflow.start_run(run_id=run_id)
-    except MlflowException:
-        return False
-    return True
-
-
-def mark_killed(run_ids: list[str]) -> None:
-    """End runs that are still RUNNING in the store but whose training was killed: nothing
-    is ever left RUNNING (a resume sets its run RUNNING again)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    client = mlflow.MlflowClient()
-    for run_id in run_ids:
-        try:
-            if client.get_run(run_id).info.status == "RUNNING":
-                client.set_terminated(run_id, status="KILLED")
-        except MlflowException:
-            continue  # not in this store
-
-
-def logged_steps(run_id: str, metric: str) -> set[int]:
-    import mlflow
-
-    return {entry.step for entry in mlflow.MlflowClient().get_metric_history(run_id, metric)}
-
-
-def end_run(status: str) -> None:
-    """End the active run: FINISHED, FAILED, or KILLED (interrupted; resumable)."""
-    import mlflow
-
-    mlflow.end_run(status=status)
-
-
-def log_to_run(
-    run_id: str,
-    context: TrackingContext,
-    metrics: Mapping[str, float],
-    artifacts: list[Path],
-    artifact_path: str,
-) -> bool:
-    """Add metrics and files to an existing run (the one train created).
-
-    Returns False, with a warning, where the store no longer has that run (deleted
-    mlflow.db, another MLFLOW_TRACKING_URI): the stage's own files are still written.
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    mlflow.set_tracking_uri(context.tracking_uri)
-    client = mlflow.MlflowClient()
-    try:
-        client.get_run(run_id)
-    except MlflowException:
-        logger.warning(
-            "MLflow run %s is not in %s (was the store deleted?); results were not logged to "
-            "MLflow. `dvc repro -f train` starts a new run",
-            run_id,
-            context.tracking_uri,
-        )
-        return False
-    client.log_batch(
-        run_id, metrics=[mlflow.entities.Metric(k, float(v), _now(), 0) for k, v in metrics.items()]
-    )
-    for path in artifacts:
-        client.log_artifact(run_id, str(path), artifact_path=artifact_path)
-    return True
-
-
-def _now() -> int:
-    import time
-
-    return int(time.time() * 1000)
-
-
-def read_run_id(run_file: Path) -> str:
-    import json
-
-    if not run_file.is_file():
-        raise UserError(f"{run_file} is missing: run `dvc repro train` first")
-    run_id: str = json.loads(run_file.read_text(encoding="utf-8"))["run_id"]
-    return run_id
