@@ -33,16 +33,27 @@ sys.exit(code)
 
 def test_jax_backend_trains_and_evaluates_without_tensorflow(tmp_path: Path) -> None:
     run_command(
-        ["cnn-pipeline", "params", "train.epochs=3", "--config-dir", str(REPO_ROOT / "conf")],
+        [
+            "cnn-pipeline",
+            "params",
+            "train.epochs=3",
+            "--config-dir",
+            str(REPO_ROOT / "conf"),
+            "--output",
+            "params.yaml",
+        ],
         tmp_path,
     )
+    compilation_cache = tmp_path / "jax-cache"
     for stage in ("download", "preprocess"):
         run_command(["cnn-pipeline", stage], tmp_path)
     for stage in ("train", "evaluate"):
         result = subprocess.run(
             [sys.executable, "-c", WITHOUT_TENSORFLOW, stage],
             cwd=tmp_path,
-            env=command_environment(KERAS_BACKEND="jax"),
+            env=command_environment(
+                KERAS_BACKEND="jax", CNN_PIPELINE_JAX_CACHE=str(compilation_cache)
+            ),
             capture_output=True,
             text=True,
         )
@@ -50,6 +61,8 @@ def test_jax_backend_trains_and_evaluates_without_tensorflow(tmp_path: Path) -> 
 
     metrics = json.loads((tmp_path / "metrics/evaluate.json").read_text())
     assert metrics["test_accuracy"] > 0.8
+    # What JAX compiled is kept for the next run of the same model.
+    assert len(list(compilation_cache.iterdir())) > 0
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
