@@ -11,7 +11,10 @@ export UV_PYTHON_DOWNLOADS := never
 # The environment, rebuilt whenever pyproject.toml or uv.lock changes. Bytecode is compiled at
 # install time: where PYTHONDONTWRITEBYTECODE is set, each TensorFlow import would otherwise
 # recompile it (17 s instead of 6 s here).
+# An unsupported $(PYTHON) (see pyproject's requires-python) is refused in one line first.
 $(VENV)/.synced: pyproject.toml uv.lock
+	@test -x $(BIN)/uv || command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: install CPython 3.11.4 to 3.13, or name one: make PYTHON=python3.12 ..." >&2; exit 1; }
+	@test -x $(BIN)/uv || $(PYTHON) tools/check_python.py
 	test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet uv==$(UV_VERSION); }
 	$(BIN)/uv sync --frozen --compile-bytecode --python $(BIN)/python
 	touch $@
