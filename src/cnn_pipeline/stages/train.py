@@ -19,7 +19,9 @@ import numpy as np
 from cnn_pipeline import paths
 from cnn_pipeline.accelerators import (
     Accelerators,
+    check_device,
     data_parallel,
+    describe_run,
     detect,
     precision_policy,
     training_devices,
@@ -173,8 +175,10 @@ def run(
     train = load_split(workdir / paths.PREPARED_DIR, "train")
     validation = load_split(workdir / paths.PREPARED_DIR, "validation")
 
-    accelerators = detect()
+    accelerators = detect(train_config.device)
+    check_device(train_config.device, accelerators)
     device = accelerators.describe()
+    ran_on = describe_run(accelerators)
     configure_backend(train_config.seed, accelerators)
     model_info = {
         "dataset": info.name,
@@ -182,7 +186,7 @@ def run(
         "image_shape": list(info.image_shape),
     }
 
-    tracked.set_tags({"device": device, "keras_backend": keras.config.backend()})
+    tracked.set_tags({"device": device, "keras_backend": keras.config.backend(), **ran_on})
     # Leaving this block waits for MLflow to have recorded everything, and ends the run.
     with tracked, data_parallel(training_devices(accelerators, train_config.distribute)):
         model = compiled_model(model_config, augment_config, train_config, info, len(train.labels))
@@ -260,6 +264,7 @@ def run(
             "train_seconds": round(seconds, 2),
             "train_images_per_second": round(images_per_second, 1),
             "device": device,
+            **ran_on,
         },
         workdir / paths.TRAIN_METRICS_FILE,
     )
