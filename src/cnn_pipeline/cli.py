@@ -195,6 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format=f"[{arguments.command}] %(message)s", stream=sys.stderr
     )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ start-up notices
+    # Before any stage imports Keras, which reads it once: JAX where the GPU install put JAX's
+    # CUDA plugin (`make pipeline GPU=1`), TensorFlow otherwise; an exported value wins.
+    from cnn_pipeline.accelerators import default_backend
+
+    os.environ.setdefault("KERAS_BACKEND", default_backend())
     try:
         if arguments.command == "params":
             _compose(arguments)
