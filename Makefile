@@ -6,17 +6,33 @@ UV_VERSION := 0.13.9
 export PATH := $(BIN):$(PATH)
 export UV_PYTHON_DOWNLOADS := never
 
+# GPU=1 also installs the `gpu` extra (JAX with CUDA 12, Linux; README "Speed, GPUs"), e.g.
+# `make pipeline GPU=1`. The environment remembers it (.venv/.synced-gpu), so a later plain
+# `make test` keeps the GPU packages; GPU=0 goes back to the CPU-only default.
+ifeq ($(GPU),1)
+FLAVOUR := gpu
+else ifeq ($(GPU),0)
+FLAVOUR := cpu
+else
+FLAVOUR := $(if $(wildcard $(VENV)/.synced-gpu),gpu,cpu)
+endif
+SYNCED := $(VENV)/.synced-$(FLAVOUR)
+
 .PHONY: setup pipeline test test-all lint params benchmark
 
 # The environment, rebuilt whenever pyproject.toml or uv.lock changes. Bytecode is compiled at
 # install time: where PYTHONDONTWRITEBYTECODE is set, each TensorFlow import would otherwise
 # recompile it (17 s instead of 6 s here).
-$(VENV)/.synced: pyproject.toml uv.lock
+# An unsupported $(PYTHON) (see pyproject's requires-python) is refused in one line first.
+$(SYNCED): pyproject.toml uv.lock
+	@test -x $(BIN)/uv || command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: install CPython 3.11.4 to 3.13, or name one: make PYTHON=python3.12 ..." >&2; exit 1; }
+	@test -x $(BIN)/uv || $(PYTHON) tools/check_python.py
 	test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/pip install --quiet uv==$(UV_VERSION); }
-	$(BIN)/uv sync --frozen --compile-bytecode --python $(BIN)/python
+	$(BIN)/uv sync --frozen --compile-bytecode --python $(BIN)/python $(if $(filter gpu,$(FLAVOUR)),--extra gpu)
+	rm -f $(VENV)/.synced $(VENV)/.synced-*
 	touch $@
 
-setup: $(VENV)/.synced
+setup: $(SYNCED)
 
 pipeline: setup  ## Run the whole pipeline on the default config (digits, offline).
 	dvc repro

@@ -177,6 +177,12 @@ BAD_VALUES = [
     ),
     ("train", "loss", "hinge", "train.loss = 'hinge' is invalid"),
     (
+        "train",
+        "device",
+        "cuda",
+        "train.device = 'cuda' is invalid: Input should be 'auto', 'cpu' or 'gpu'",
+    ),
+    (
         "model",
         "dropout_rate",
         1.5,

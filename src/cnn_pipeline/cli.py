@@ -168,7 +168,8 @@ def _parser() -> argparse.ArgumentParser:
         "--output",
         type=Path,
         default=None,
-        help=f"where to write (default: the repository's {paths.PARAMS_FILE})",
+        help=f"where to write (default: the repository's {paths.PARAMS_FILE}; with --config-dir, "
+        f"{paths.PARAMS_FILE} in the current folder)",
     )
 
     promote = commands.add_parser(
@@ -217,10 +218,11 @@ def _compose(arguments: argparse.Namespace) -> None:
         find_repository_root,
     )
 
-    if arguments.config_dir is None or arguments.output is None:
+    if arguments.config_dir is None:
         root = find_repository_root(Path.cwd())
-    config_dir = arguments.config_dir or root / paths.CONFIG_DIR
-    output = arguments.output or root / paths.PARAMS_FILE
+        config_dir, output = root / paths.CONFIG_DIR, arguments.output or root / paths.PARAMS_FILE
+    else:  # another conf/ tree: params.yaml here, as a stage run here reads it
+        config_dir, output = arguments.config_dir, arguments.output or paths.PARAMS_FILE
     text = compose_params(config_dir, arguments.overrides)
     try:
         check_composed(text)
@@ -295,10 +297,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     # for action, and errors, still show.
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's C++ start-up notices
     # `kill` (SIGTERM, what schedulers and `dvc queue kill` send) stops as Ctrl-C does: the
     # train stage then keeps its finished epochs and ends its MLflow run as KILLED.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # Before any stage imports Keras, which reads it once: JAX where the GPU install put JAX's
+    # CUDA plugin (`make pipeline GPU=1`), TensorFlow otherwise; an exported value wins.
+    from cnn_pipeline.accelerators import default_backend, nvidia_driver
+
+    os.environ.setdefault("KERAS_BACKEND", default_backend())
+    # TensorFlow's C++ notices: without an NVIDIA driver its only errors are its failing
+    # look for CUDA and attributes its tf.data graphs carry ("use_unbounded_threadpool"),
+    # noise that reads as failure; with a driver its errors may matter and still show.
+    quiet = "3" if nvidia_driver() is None else "2"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", quiet)
     try:
         if arguments.command == "params":
             _compose(arguments)

@@ -147,6 +147,9 @@ class TrainConfig(_Section):
     seed: Annotated[int, Field(ge=0)]
     loss: Literal["categorical_crossentropy", "mean_squared_error"]
     distribute: bool
+    # accelerators.DeviceSetting. The default only serves TrainConfigs built in code (tests):
+    # params.yaml, composed from conf/, always names it.
+    device: Literal["auto", "cpu", "gpu"] = "auto"
 
     def check_consistency(self) -> None:
         if self.warmup_epochs >= self.epochs:

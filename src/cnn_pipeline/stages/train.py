@@ -17,7 +17,7 @@ from typing import Any
 import keras
 
 from cnn_pipeline import paths
-from cnn_pipeline.accelerators import detect
+from cnn_pipeline.accelerators import check_device, describe_run, detect
 from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.config import AnyModelConfig, AugmentConfig, MlflowConfig, TrainConfig
 from cnn_pipeline.errors import TrainingInterrupted
@@ -171,9 +171,12 @@ def run(
         state.save_run_id(run_id)
 
     with state.held():
-        accelerators = detect()
+        accelerators = detect(train_config.device)  # train.device=cpu hides GPUs first
+        check_device(train_config.device, accelerators)
         device = accelerators.describe()
-        runs.set_tags({"device": device, "keras_backend": keras.config.backend()})
+        # device, backend, precision, GPU model and count, driver and CUDA versions
+        ran_on = {"device": device, **describe_run(accelerators)}
+        runs.set_tags(ran_on)
         records = EpochRecords(state, info.image_shape[0])
         try:
             result = train_model(
@@ -208,7 +211,16 @@ def run(
             "train_seconds": round(result.seconds, 2),
             "train_images_per_second": round(images_per_second, 1),
         }
-        _write_outputs(result.model, records, speed, device, info, train, mlflow_config, workdir)
+        _write_outputs(
+            result.model,
+            records,
+            speed,
+            {"device": device, **ran_on},
+            info,
+            train,
+            mlflow_config,
+            workdir,
+        )
         write_json({"run_id": run_id, "experiment_id": experiment_id}, workdir / paths.RUN_FILE)
         with atomic_path(workdir / paths.CHECKPOINT_DIR) as staged_checkpoints:
             state.checkpoint_dir.rename(staged_checkpoints)
@@ -228,7 +240,7 @@ def _write_outputs(
     model: keras.Model,
     records: EpochRecords,
     speed: dict[str, float],
-    device: str,
+    ran_on: dict[str, str],
     info: DatasetInfo,
     train: Split,
     mlflow_config: MlflowConfig,
@@ -272,7 +284,7 @@ def _write_outputs(
         {
             **{key: final[key] for key in ("loss", "accuracy", "val_loss", "val_accuracy")},
             "epochs": len(history),
-            "device": device,
+            **ran_on,
         },
         workdir / paths.TRAIN_METRICS_FILE,
     )
