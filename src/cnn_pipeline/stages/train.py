@@ -257,11 +257,16 @@ def run(
         {
             **{key: final[key] for key in HISTORY_COLUMNS[1:]},
             "epochs": len(history),
-            "train_seconds": round(seconds, 2),
-            "train_images_per_second": round(images_per_second, 1),
             "device": device,
         },
         workdir / paths.TRAIN_METRICS_FILE,
+    )
+    write_json(
+        {
+            "train_seconds": round(seconds, 2),
+            "train_images_per_second": round(images_per_second, 1),
+        },
+        workdir / paths.TRAIN_SPEED_FILE,
     )
     _write_history(history, workdir / paths.HISTORY_FILE)
     write_json({"run_id": run_id, "experiment_id": experiment}, workdir / paths.RUN_FILE)
