@@ -59,7 +59,7 @@ def run_stage(script: str, workdir: Path) -> tuple[float, float, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = timed([sys.executable, "-c", script], workdir)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    fit = json.loads((workdir / paths.TRAIN_METRICS_FILE).read_text())["train_seconds"]
+    fit = json.loads((workdir / paths.TRAIN_SPEED_FILE).read_text())["train_seconds"]
     return wall, fit, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
