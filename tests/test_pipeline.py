@@ -67,9 +67,9 @@ def test_repro_writes_model_metrics_and_plots(repo: Path) -> None:
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
     assert metrics["test_images"] == 359
     assert 0.5 < metrics["test_accuracy"] <= 1.0
-    per_class = json.loads((repo / "metrics/per_class.json").read_text())
-    assert set(per_class) == set("0123456789")
-    assert set(per_class["7"]) == {"precision", "recall", "f1-score"}
+    per_class = (repo / "metrics/per_class.csv").read_text().splitlines()
+    assert per_class[0] == "class,precision,recall,f1"
+    assert [row.split(",")[0] for row in per_class[1:]] == list("0123456789")
     history = (repo / "metrics/train_history.csv").read_text().splitlines()
     assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy"
     assert len(history) == 3  # header and 2 epochs
