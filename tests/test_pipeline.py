@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import command_environment, copy_repository, run_command
+from conftest import TrainedPipeline, command_environment, run_command
 
 pytestmark = pytest.mark.e2e
 
@@ -41,18 +41,16 @@ def edit_params(repo: Path, section: str, key: str, value: object) -> None:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = copy_repository(tmp_path_factory.mktemp("pipeline"))
-    run_command(["cnn-pipeline", "params", "train.epochs=2"], repo)
-    result = run_command(["dvc", "repro"], repo)
-    assert running_stages(result.stdout) == [
+def repo(trained_pipeline: TrainedPipeline) -> Path:
+    assert running_stages(trained_pipeline.repro_output) == [
+        "check",
         "download",
         "preprocess",
         "train",
         "evaluate",
         "report",
     ]
-    return repo
+    return trained_pipeline.repo
 
 
 def mlflow_client(repo: Path) -> Any:
@@ -134,7 +132,7 @@ def test_second_repro_is_a_no_op(repo: Path) -> None:
 def test_evaluation_only_change_does_not_retrain(repo: Path) -> None:
     edit_params(repo, "evaluate", "batch_size", 100)
     result = run_command(["dvc", "repro"], repo)
-    assert running_stages(result.stdout) == ["evaluate"]
+    assert running_stages(result.stdout) == ["check", "evaluate"]
 
 
 def test_exp_run_composes_conf_and_reruns_only_training(repo: Path) -> None:
@@ -152,7 +150,7 @@ def test_exp_run_composes_conf_and_reruns_only_training(repo: Path) -> None:
         ],
         repo,
     )
-    assert running_stages(result.stdout) == ["train", "evaluate", "report"]
+    assert running_stages(result.stdout) == ["check", "train", "evaluate", "report"]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["train"]["learning_rate"] == 0.005
     assert params["evaluate"]["batch_size"] == 512  # recomposed from conf/, the hand edit is gone
