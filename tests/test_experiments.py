@@ -68,7 +68,7 @@ def test_exp_show_with_the_readme_recipe_fits_one_screen(repo: Path) -> None:
     assert max(len(line.rstrip()) for line in lines) <= SCREEN_WIDTH
     assert "…" not in result.stdout, f"columns cut to fit:\n{result.stdout}"
     header = next(line for line in lines if "Experiment" in line).split()
-    assert {"test_accuracy", "test_loss", "val_accuracy", "train.learning_rate"} <= set(header)
+    assert {"test_accuracy", "test_loss", "test_macro_f1", "train.learning_rate"} <= set(header)
     assert not [column for column in header if "/" in column], "hash columns shown"
     assert "lr-high" in result.stdout
 

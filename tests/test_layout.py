@@ -7,7 +7,7 @@ import subprocess
 import yaml
 
 from cnn_pipeline import paths
-from cnn_pipeline.stages import report
+from cnn_pipeline.stages import check, report
 
 from conftest import REPO_ROOT
 
@@ -96,3 +96,12 @@ def test_each_figure_is_drawn_once_by_dvc_plots() -> None:
     figures = [str(path) for path in (paths.CONFUSION_PNG, *report.FIGURES)]
     assert sorted(name for name in top_level if name.endswith(".png")) == sorted(figures)
     assert not stage_plots
+
+
+def test_the_check_stage_validates_every_params_section() -> None:
+    """A section the check stage skipped could still fail its stage after DVC deleted that
+    stage's outputs."""
+    sections = set(yaml.safe_load((REPO_ROOT / "params.yaml").read_text()))
+    assert {section for section, _, _ in check.SECTIONS} == sections
+    stages = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
+    assert set(stages["check"]["params"]) == sections

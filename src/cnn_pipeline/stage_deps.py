@@ -9,7 +9,8 @@ the `__init__.py` of each package on the way) to the set of files.
 function in `cli.STAGES`; the other stages' functions, `params` and `predict` never run, so
 their imports are not that stage's deps (cli.py itself is: an edit to it re-runs every stage
 it serves). `python -m MODULE` runs the whole module. Imports under `if TYPE_CHECKING:` never
-run and are left out.
+run and are left out. Names built at run time (`importlib.import_module(f"...")`) cannot be
+read this way: the project has none, keep it so.
 
     python -m cnn_pipeline.stage_deps           # rewrite dvc.yaml's source deps (comments kept)
     python -m cnn_pipeline.stage_deps --check   # exit 1, printing what differs

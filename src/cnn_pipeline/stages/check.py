@@ -8,7 +8,10 @@ line the stage reading it would print, and every model, metric and figure stays 
 
 Its output holds the same content for every valid params.yaml, so a new valid value re-runs
 only the stages that read it. Run as `python -m cnn_pipeline.stages.check` (dvc.yaml does), it
-imports neither the command line nor anything heavy: about a second.
+imports neither the command line nor anything heavy: about a second. DVC's run-cache restores
+its verdict without running it only for params and code that passed before (an image folder
+deleted since is then found by the download stage). Queued experiments run it in their own
+copy, so a bad value fails that experiment alone.
 """
 
 from __future__ import annotations
