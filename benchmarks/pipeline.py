@@ -52,7 +52,7 @@ def main() -> None:
         repro_seconds = timed(["dvc", "repro"], repo)
         noop_seconds = [timed(["dvc", "repro"], repo) for _ in range(3)]
         floor_seconds = [timed(["dvc", "status"], repo) for _ in range(3)]
-        train = json.loads((repo / "metrics/train.json").read_text())
+        train = json.loads((repo / "metrics/train_speed.json").read_text())
         test = json.loads((repo / "metrics/evaluate.json").read_text())
 
     median = lambda values: sorted(values)[len(values) // 2]  # noqa: E731

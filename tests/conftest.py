@@ -13,6 +13,7 @@ import sys
 import threading
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,40 @@ def copy_repository(destination: Path) -> Path:
         ["git", "commit", "-q", "-m", "copy"],
     ):
         run_command(arguments, destination, **git)
+    return destination
+
+
+@dataclass(frozen=True)
+class TrainedPipeline:
+    repo: Path  # where `dvc repro` ran; one test module goes on using it (test_pipeline.py)
+    repro_output: str  # what that `dvc repro` printed
+    snapshot: Path  # an untouched copy taken right after: copy it with `copy_trained`
+
+
+@pytest.fixture(scope="session")
+def trained_pipeline(tmp_path_factory: pytest.TempPathFactory) -> TrainedPipeline:
+    """The default pipeline at 2 epochs, run once per session by `dvc repro` in a fresh copy of
+    the repository and committed there, so that several test modules start from a trained one."""
+    repo = copy_repository(tmp_path_factory.mktemp("pipeline"))
+    run_command(["cnn-pipeline", "params", "train.epochs=2"], repo)
+    result = run_command(["dvc", "repro"], repo)
+    snapshot = tmp_path_factory.mktemp("pipeline-snapshot") / "repo"
+    shutil.copytree(repo, snapshot, symlinks=True)
+    return TrainedPipeline(repo, result.stdout, snapshot)
+
+
+def copy_trained(pipeline: TrainedPipeline, destination: Path, keep_mlflow: bool = True) -> Path:
+    """A copy of the trained pipeline, committed as it is. Its MLflow experiment keeps its
+    artifacts in the snapshot's folder: without keep_mlflow the store is left behind, and the
+    next training creates a fresh one of the copy's own."""
+    shutil.copytree(pipeline.snapshot, destination, symlinks=True)
+    if not keep_mlflow:
+        (destination / "mlflow.db").unlink()
+        shutil.rmtree(destination / "mlartifacts", ignore_errors=True)
+    git = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid"}
+    git |= {"GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
+    run_command(["git", "add", "-A"], destination, **git)
+    run_command(["git", "commit", "-q", "-m", "trained, 2 epochs"], destination, **git)
     return destination
 
 

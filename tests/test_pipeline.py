@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import command_environment, copy_repository, run_command
+from conftest import TrainedPipeline, command_environment, run_command
 
 pytestmark = pytest.mark.e2e
 
@@ -44,18 +44,16 @@ def edit_params(repo: Path, section: str, key: str, value: object) -> None:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = copy_repository(tmp_path_factory.mktemp("pipeline"))
-    run_command(["cnn-pipeline", "params", "train.epochs=2"], repo)
-    result = run_command(["dvc", "repro"], repo)
-    assert running_stages(result.stdout) == [
+def repo(trained_pipeline: TrainedPipeline) -> Path:
+    assert running_stages(trained_pipeline.repro_output) == [
+        "check",
         "download",
         "preprocess",
         "train",
         "evaluate",
         "report",
     ]
-    return repo
+    return trained_pipeline.repo
 
 
 def mlflow_client(repo: Path) -> Any:
@@ -70,9 +68,9 @@ def test_repro_writes_model_metrics_and_plots(repo: Path) -> None:
     metrics = json.loads((repo / "metrics/evaluate.json").read_text())
     assert metrics["test_images"] == 359
     assert 0.5 < metrics["test_accuracy"] <= 1.0
-    per_class = json.loads((repo / "metrics/per_class.json").read_text())
-    assert set(per_class) == set("0123456789")
-    assert set(per_class["7"]) == {"precision", "recall", "f1-score"}
+    per_class = (repo / "metrics/per_class.csv").read_text().splitlines()
+    assert per_class[0] == "class,precision,recall,f1"
+    assert [row.split(",")[0] for row in per_class[1:]] == list("0123456789")
     history = (repo / "metrics/train_history.csv").read_text().splitlines()
     assert history[0] == "epoch,loss,accuracy,val_loss,val_accuracy,learning_rate"
     assert len(history) == 3  # header and 2 epochs
@@ -225,7 +223,7 @@ def test_training_again_on_the_same_machine_gives_identical_weights_and_metrics(
 def test_evaluation_only_change_does_not_retrain(repo: Path) -> None:
     edit_params(repo, "evaluate", "confusion_normalize", True)
     result = run_command(["dvc", "repro"], repo)
-    assert running_stages(result.stdout) == ["evaluate"]
+    assert running_stages(result.stdout) == ["check", "evaluate"]
 
 
 def test_exp_run_composes_conf_and_reruns_only_training(repo: Path) -> None:
@@ -244,7 +242,7 @@ def test_exp_run_composes_conf_and_reruns_only_training(repo: Path) -> None:
         ],
         repo,
     )
-    assert running_stages(result.stdout) == ["train", "evaluate", "report"]
+    assert running_stages(result.stdout) == ["check", "train", "evaluate", "report"]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["train"]["learning_rate"] == 0.005
     assert params["evaluate"]["batch_size"] == 512  # recomposed from conf/, the hand edit is gone

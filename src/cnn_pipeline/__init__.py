@@ -1,0 +1,1 @@
+"""cnn-pipeline: DVC stages, Hydra configs, Keras 3 models, MLflow tracking."""

@@ -14,6 +14,10 @@ def repository_root(workdir: Path) -> Path:
 
 
 PARAMS_FILE = Path("params.yaml")
+# The check stage's verdict on params.yaml; every other stage depends on it, so a bad value stops
+# `dvc repro` before DVC deletes any stage's outputs. Its content is the same for every valid
+# params.yaml, so a new valid value re-runs only the stages that read it.
+PARAMS_CHECK_FILE = Path("data/params_check.json")
 CONFIG_DIR = Path("conf")
 
 RAW_DIR = Path("data/raw")  # download writes the dataset here as the source publishes it
@@ -22,11 +26,13 @@ MODEL_FILE = Path("models/model.keras")  # the trained network, ready for `keras
 CHECKPOINT_DIR = Path("models/checkpoints")  # one model file per epoch
 RUN_FILE = Path("models/mlflow_run.json")  # the MLflow run train created; later stages log to it
 MODEL_INFO_FILE = Path("models/model.json")  # class names and input shape, for `predict`
-TRAIN_METRICS_FILE = Path("metrics/train.json")  # final loss and accuracy, epochs, device
-TRAIN_SPEED_FILE = Path("metrics/train_speed.json")  # seconds and images/s: apart from quality
+TRAIN_METRICS_FILE = Path("metrics/train.json")  # final loss and accuracy: DVC metrics
+# Seconds and images/s of training: apart from the quality metrics, so that `dvc metrics diff`
+# between two identical trainings is empty.
+TRAIN_SPEED_FILE = Path("metrics/train_speed.json")
 HISTORY_FILE = Path("metrics/train_history.csv")  # per-epoch loss and accuracy, a DVC plot
 TEST_METRICS_FILE = Path("metrics/evaluate.json")  # test loss, accuracy, macro F1
-PER_CLASS_FILE = Path("metrics/per_class.json")  # precision, recall, F1 of each class
+PER_CLASS_FILE = Path("metrics/per_class.csv")  # precision, recall, F1: one row per class
 PREDICTIONS_FILE = Path("metrics/test_predictions.csv")  # actual,predicted rows: DVC confusion plot
 CALIBRATION_METRICS_FILE = Path("metrics/calibration.json")  # expected calibration error
 

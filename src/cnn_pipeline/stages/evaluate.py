@@ -1,7 +1,7 @@
 """Evaluate stage: test the trained model on the test set it never saw during training.
 
 Writes test loss, accuracy and macro F1 (metrics/evaluate.json, for `dvc metrics show`),
-per-class precision/recall/F1 (metrics/per_class.json), every test prediction (a DVC
+per-class precision/recall/F1 (metrics/per_class.csv), every test prediction (a DVC
 confusion plot) and a confusion-matrix PNG, and adds them to the MLflow run that train created.
 """
 
@@ -85,6 +85,21 @@ def _write_predictions(
         )
 
 
+PER_CLASS_COLUMNS = ("class", "precision", "recall", "f1")
+
+
+def _write_per_class(per_class: dict[str, dict[str, float]], path: Path) -> None:
+    """One row per class, so that `column -t -s, metrics/per_class.csv` reads as a table and
+    DVC draws a bar plot of it."""
+    with atomic_path(path) as staged, staged.open("w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(PER_CLASS_COLUMNS)
+        writer.writerows(
+            (name, scores["precision"], scores["recall"], scores["f1-score"])
+            for name, scores in per_class.items()
+        )
+
+
 def _write_confusion_png(
     confusion: np.ndarray, class_names: tuple[str, ...], normalize: bool, title: str, path: Path
 ) -> None:
@@ -157,7 +172,7 @@ def run(config: EvaluateConfig, context: TrackingContext, workdir: Path) -> Eval
 
     metrics = evaluation.metrics
     write_json(metrics, workdir / paths.TEST_METRICS_FILE)
-    write_json(evaluation.per_class, workdir / paths.PER_CLASS_FILE)
+    _write_per_class(evaluation.per_class, workdir / paths.PER_CLASS_FILE)
     _write_predictions(
         test.labels, evaluation.predicted, info.class_names, workdir / paths.PREDICTIONS_FILE
     )
