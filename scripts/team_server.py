@@ -240,9 +240,9 @@ def _spawn(arguments: list[str], log: Path, environment: dict[str, str]) -> int:
 def _wait_for_http(url: str, pid: int, log: Path, timeout_s: float = START_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
-            with urllib.request.urlopen(url, timeout=5):
-                return
+        errors = (urllib.error.URLError, ConnectionError, TimeoutError)
+        with contextlib.suppress(*errors), urllib.request.urlopen(url, timeout=5):
+            return
         if not _alive(pid):
             tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
             raise TeamServerError(f"the server for {url} stopped at start: {tail[0]} (see {log})")

@@ -20,6 +20,7 @@ from cnn_pipeline.config import DataConfig
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
 BIN_DIR = Path(sys.executable).parent  # the environment's dvc and cnn-pipeline
+sys.path.insert(0, str(REPO_ROOT / "scripts"))  # scripts/team_server.py, for tests/test_team.py
 
 
 def command_environment(**extra: str) -> dict[str, str]:
