@@ -516,3 +516,53 @@ def test_team_server_script_stops_what_it_started(tmp_path: Path) -> None:
         f"team_server stop: error: {tmp_path / 'server.json'} is missing: "
         f"no team server was started from {tmp_path}"
     )
+
+
+def timed(arguments: list[str], repo: Path, **environment: str) -> tuple[float, str]:
+    started = time.monotonic()
+    result = run_command(arguments, repo, **environment)
+    return time.monotonic() - started, result.stdout
+
+
+@pytest.mark.slow
+def test_mnist_model_travels_through_the_dvc_remote(
+    server: team_server.TeamServer,
+    git_remote: Path,
+    mnist_dir: Path,
+    serve_directory: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model trained on real MNIST (`experiment=mnist_fast`) is pushed by one clone and
+    pulled by another, whose `dvc repro` then restores instead of training. Prints the
+    seconds of each command (the figures of the README's team section)."""
+    server_experiment(mlflow_client(server, monkeypatch), "team-mnist")
+    first = clone_from(git_remote, tmp_path / "first")
+    run_command(
+        ["cnn-pipeline", "params", "experiment=mnist_fast", "mlflow.experiment_name=team-mnist"],
+        first,
+    )
+    mirror = serve_directory(mnist_dir)
+    trained, _ = timed(["dvc", "repro"], first, CNN_PIPELINE_MIRROR=mirror, **client_env(server))
+    git(first, "add", "-A")
+    git(first, "commit", "-q", "-m", "mnist_fast")
+    git(first, "push", "-q", "origin", "HEAD:mnist")
+    pushed, _ = timed(["dvc", "push", "--run-cache"], first)
+    second = tmp_path / "second"
+    run_command(["git", "clone", "-q", "-b", "mnist", str(git_remote), str(second)], tmp_path)
+    set_dvc_credentials(second)
+    pulled, _ = timed(["dvc", "pull", "--run-cache"], second)
+    restored, output = timed(["dvc", "repro"], second, **client_env(server))
+    assert running_stages(output) == [], output
+    no_op, _ = timed(["dvc", "repro"], second, **client_env(server))
+    status, _ = timed(["dvc", "status"], second)
+    model_mb = (second / "models/model.keras").stat().st_size / 1e6
+    print(
+        f"MNIST mnist_fast: dvc repro {trained:.1f} s; dvc push --run-cache {pushed:.1f} s; "
+        f"dvc pull --run-cache {pulled:.1f} s; dvc repro after the pull {restored:.1f} s; "
+        f"no-op dvc repro {no_op:.1f} s; dvc status {status:.1f} s; model {model_mb:.2f} MB"
+    )
+    shown = json.loads(run_command(["dvc", "metrics", "show", "--json"], second).stdout)
+    original = json.loads(run_command(["dvc", "metrics", "show", "--json"], first).stdout)
+    assert next(iter(shown.values())) == next(iter(original.values()))
+    assert json.loads((second / "metrics/evaluate.json").read_text())["test_accuracy"] > 0.98
