@@ -277,9 +277,10 @@ def _server_environment(server: TeamServer) -> dict[str, str]:
     return environment
 
 
-def start_mlflow(server: TeamServer, workers: int = 2) -> int:
-    """Start `mlflow server` for an existing PostgreSQL and bucket; its pid once it answers.
-    Also what a test calls to restart it."""
+def start_mlflow(server: TeamServer, workers: int = 2) -> None:
+    """Start `mlflow server` for an existing PostgreSQL and bucket, record its pid (in
+    `server` and DATA/server.json, at once: an interrupted start can still be stopped) and
+    return once it answers. Also what a test calls to restart it."""
     data_dir = Path(server.data_dir)
     environment = _server_environment(server)
     arguments = [
@@ -310,9 +311,9 @@ def start_mlflow(server: TeamServer, workers: int = 2) -> int:
         environment["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(16)
         arguments += ["--app-name", "basic-auth"]
     log = data_dir / "mlflow.log"
-    pid = _spawn(arguments, log, environment)
-    _wait_for_http(f"{server.tracking_uri}/health", pid, log)
-    return pid
+    server.mlflow_pid = _spawn(arguments, log, environment)
+    write_state(server)
+    _wait_for_http(f"{server.tracking_uri}/health", server.mlflow_pid, log)
 
 
 def stop_process_group(pid: int, timeout_s: float = 10.0) -> None:
@@ -366,8 +367,7 @@ def start(
         _wait_for_http(f"{server.s3_endpoint_url}/moto-api/", server.moto_pid, log)
         s3 = boto3.client("s3", endpoint_url=server.s3_endpoint_url, **_boto_credentials())
         s3.create_bucket(Bucket=BUCKET)
-        server.mlflow_pid = start_mlflow(server, workers)
-        write_state(server)
+        start_mlflow(server, workers)
     except BaseException:
         stop(data_dir, server)
         raise

@@ -319,8 +319,7 @@ def test_server_restart_during_training_loses_no_metric(
         team_server.stop_process_group(server.mlflow_pid)
         stopped = time.monotonic()
         time.sleep(3)
-        server.mlflow_pid = team_server.start_mlflow(server, workers=1)
-        team_server.write_state(server)
+        team_server.start_mlflow(server, workers=1)
         down_seconds = time.monotonic() - stopped
         output = process.communicate(timeout=900)[0]
     finally:
