@@ -35,6 +35,14 @@ pytestmark = pytest.mark.e2e
 NEEDS_TRACKING_REWRITE = pytest.mark.xfail(
     strict=True, reason="needs tracking.py's server artifact location and pre-flight check"
 )
+# DVC saves no run-cache entry for a stage with an uncached output that is neither a metric
+# nor a plot (dvc/stage/__init__.py, `no_cache_outs`): dvc.yaml's train (models/mlflow_run.json,
+# models/model.json, reports/receptive_fields.json) and evaluate (metrics/per_class.json)
+# have such outputs, so a pulled clone trains again, and those files (git-ignored under
+# models/) reach no other clone. Strict: once dvc.yaml caches them, remove the mark.
+NEEDS_CACHED_OUTS = pytest.mark.xfail(
+    strict=True, reason="needs dvc.yaml to cache train's and evaluate's non-metric outputs"
+)
 DVC_BUCKET = "dvc"
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "test",
@@ -161,46 +169,35 @@ def test_repro_logs_run_metrics_and_model_to_the_server(
 
 @NEEDS_TRACKING_REWRITE
 def test_new_experiment_on_a_server_keeps_artifacts_on_the_server(
-    server: team_server.TeamServer, team_repo: Path, monkeypatch: pytest.MonkeyPatch
+    server: team_server.TeamServer,
+    team_repo: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The experiment does not exist yet on the server: the train stage creates it, and
     its artifacts must go to the server's bucket, not to the clone's mlartifacts/."""
     client = mlflow_client(server, monkeypatch)
     assert client.get_experiment_by_name("team-fresh") is None
-    run_command(
-        ["cnn-pipeline", "params", "train.epochs=2", "mlflow.experiment_name=team-fresh"],
-        team_repo,
-    )
-    try:
-        run_command(["cnn-pipeline", "train"], team_repo, **client_env(server))
-        experiment = client.get_experiment_by_name("team-fresh")
-        assert experiment.artifact_location.startswith("mlflow-artifacts:/")
-        run = client.get_run(run_id_of(team_repo))
-        assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
-        assert not (team_repo / "mlartifacts").exists()
-    finally:  # the other tests expect the repro'd state
-        shutil.rmtree(team_repo / "mlartifacts", ignore_errors=True)
-        run_command(["git", "checkout", "params.yaml"], team_repo)
-        run_command(
-            ["cnn-pipeline", "params", "train.epochs=2", "mlflow.experiment_name=team-e2e"],
-            team_repo,
-        )
-        run_command(["dvc", "checkout", "--force"], team_repo)
+    clone = copy_trained(team_repo, tmp_path / "clone", mlflow__experiment_name="team-fresh")
+    run_command(["cnn-pipeline", "train"], clone, **client_env(server))
+    experiment = client.get_experiment_by_name("team-fresh")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:/")
+    run = client.get_run(run_id_of(clone))
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")
+    assert not (clone / "mlartifacts").exists()
 
 
 def train_refused(repo: Path, environment: dict[str, str], uri: str) -> None:
-    """`cnn-pipeline train` stops with one line naming `uri`, before the first epoch."""
-    try:
-        result = subprocess.run(
-            ["cnn-pipeline", "train"],
-            cwd=repo,
-            env=command_environment(**environment),
-            capture_output=True,
-            text=True,
-            timeout=150,  # a check before training answers long before this
-        )
-    finally:
-        run_command(["dvc", "checkout", "--force"], repo)
+    """`cnn-pipeline train`, in a copy of `repo`, stops with one line naming `uri` before
+    the first epoch."""
+    result = subprocess.run(
+        ["cnn-pipeline", "train"],
+        cwd=repo,
+        env=command_environment(**environment),
+        capture_output=True,
+        text=True,
+        timeout=150,  # a check before training answers long before this
+    )
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "Epoch 1/" not in output  # stopped before training
@@ -211,17 +208,17 @@ def train_refused(repo: Path, environment: dict[str, str], uri: str) -> None:
 
 @NEEDS_TRACKING_REWRITE
 def test_wrong_password_stops_train_before_training(
-    server: team_server.TeamServer, team_repo: Path
+    server: team_server.TeamServer, team_repo: Path, tmp_path: Path
 ) -> None:
     environment = client_env(server, MLFLOW_TRACKING_PASSWORD="not-the-password")
-    train_refused(team_repo, environment, server.tracking_uri)
+    train_refused(copy_trained(team_repo, tmp_path / "clone"), environment, server.tracking_uri)
 
 
 @NEEDS_TRACKING_REWRITE
-def test_unreachable_server_stops_train_before_training(team_repo: Path) -> None:
+def test_unreachable_server_stops_train_before_training(team_repo: Path, tmp_path: Path) -> None:
     uri = f"http://127.0.0.1:{team_server.free_port()}"  # nothing listens there
     started = time.monotonic()
-    train_refused(team_repo, {"MLFLOW_TRACKING_URI": uri}, uri)
+    train_refused(copy_trained(team_repo, tmp_path / "clone"), {"MLFLOW_TRACKING_URI": uri}, uri)
     assert time.monotonic() - started < 120
 
 
@@ -402,6 +399,7 @@ def git_remote(
 
 
 @pytest.mark.slow
+@NEEDS_CACHED_OUTS
 def test_second_clone_pulls_instead_of_training(
     server: team_server.TeamServer, team_repo: Path, git_remote: Path, tmp_path: Path
 ) -> None:
@@ -434,6 +432,7 @@ def write_digit_png(path: Path) -> None:
 
 
 @pytest.mark.slow
+@NEEDS_CACHED_OUTS
 def test_experiments_from_two_machines_meet_in_a_third(
     server: team_server.TeamServer,
     git_remote: Path,
@@ -524,6 +523,7 @@ def timed(arguments: list[str], repo: Path, **environment: str) -> tuple[float, 
 
 
 @pytest.mark.slow
+@NEEDS_CACHED_OUTS
 def test_mnist_model_travels_through_the_dvc_remote(
     server: team_server.TeamServer,
     git_remote: Path,
