@@ -18,7 +18,7 @@ FLAVOUR := $(if $(wildcard $(VENV)/.synced-gpu),gpu,cpu)
 endif
 SYNCED := $(VENV)/.synced-$(FLAVOUR)
 
-.PHONY: setup pipeline test test-all lint params benchmark
+.PHONY: setup pipeline test test-all lint params benchmark team-server team-server-stop
 
 # The environment, rebuilt whenever pyproject.toml or uv.lock changes. Bytecode is compiled at
 # install time: where PYTHONDONTWRITEBYTECODE is set, each TensorFlow import would otherwise
@@ -50,3 +50,12 @@ lint: setup
 
 params: setup  ## Recompose params.yaml from conf/ (after editing conf/).
 	cnn-pipeline params
+
+TEAM_DATA ?= .team-server
+TEAM_PORT ?= 5000
+
+team-server: setup  ## A trial team MLflow server: PostgreSQL + S3 stand-in + mlflow server (AUTH=1: basic auth).
+	python scripts/team_server.py start --data $(TEAM_DATA) --port $(TEAM_PORT) $(if $(AUTH),--auth)
+
+team-server-stop:  ## Stop the trial team server (its data stays in $(TEAM_DATA)).
+	$(BIN)/python scripts/team_server.py stop --data $(TEAM_DATA)

@@ -28,6 +28,7 @@ MNIST_DIR = Path(
     os.environ.get(MNIST_DIR_VARIABLE) or REPO_ROOT.parent / "shared" / "datasets" / "mnist"
 )
 BIN_DIR = Path(sys.executable).parent  # the environment's dvc and cnn-pipeline
+sys.path.insert(0, str(REPO_ROOT / "scripts"))  # scripts/team_server.py, for tests/test_team.py
 
 
 def command_environment(**extra: str) -> dict[str, str]:

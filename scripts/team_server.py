@@ -1,0 +1,437 @@
+"""A trial team server on one machine: PostgreSQL, an S3 stand-in and `mlflow server`.
+
+    python scripts/team_server.py start [--data .team-server] [--port 5000] [--auth]
+    python scripts/team_server.py stop [--data .team-server]
+
+`start` runs three existing servers on 127.0.0.1, each on a free port except MLflow's, with
+everything they keep under one folder (`--data`):
+
+- PostgreSQL (Debian's `postgresql` package, or any `initdb`/`pg_ctl` on PATH): MLflow's
+  backend store, in DATA/postgres. PostgreSQL refuses to run as root, so as root it runs as
+  the `postgres` user the package creates.
+- moto in server mode: an S3 stand-in holding the bucket `mlflow` (in memory: the artifacts
+  are gone once it stops; a real team uses a real S3 bucket).
+- `mlflow server --backend-store-uri postgresql+psycopg2://... --artifacts-destination
+  s3://mlflow/artifacts`: the server proxies artifacts, so clients need only its URL, never
+  S3 credentials. With `--auth` it runs MLflow's basic-auth app (user `admin`, the password
+  printed and kept in DATA/server.json).
+
+It prints the variables a client sets and returns once MLflow answers; `stop` ends the three
+servers it started. DATA/server.json names their processes, ports and URIs; DATA/*.log holds
+their output. Tests import `start` and `stop` to run the same servers on free ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+BIN_DIR = Path(sys.executable).parent  # this environment's mlflow and moto_server
+STATE_FILE = "server.json"
+DATABASE = "mlflow"
+DATABASE_USER = "mlflow"
+BUCKET = "mlflow"
+# moto accepts any credentials; these only have to be the same for the server and the bucket.
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+ADMIN_USER = "admin"
+START_TIMEOUT_S = 120.0  # `mlflow server` migrates a fresh database first: tens of seconds here
+
+
+class TeamServerError(Exception):
+    """One line: what failed and what to do."""
+
+
+@dataclass
+class TeamServer:
+    """What `start` started: read back by `stop`, and by clients and tests for the URIs."""
+
+    data_dir: str
+    postgres_port: int
+    s3_port: int
+    mlflow_port: int
+    moto_pid: int
+    mlflow_pid: int
+    postgres_os_user: str | None  # the user PostgreSQL runs as where we are root
+    admin_password: str | None  # set when basic auth is on
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://127.0.0.1:{self.mlflow_port}"
+
+    @property
+    def backend_store_uri(self) -> str:
+        return f"postgresql+psycopg2://{DATABASE_USER}@127.0.0.1:{self.postgres_port}/{DATABASE}"
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def artifacts_destination(self) -> str:
+        return f"s3://{BUCKET}/artifacts"
+
+    def client_environment(self) -> dict[str, str]:
+        """What an MLflow client sets to log here."""
+        environment = {"MLFLOW_TRACKING_URI": self.tracking_uri}
+        if self.admin_password:
+            environment["MLFLOW_TRACKING_USERNAME"] = ADMIN_USER
+            environment["MLFLOW_TRACKING_PASSWORD"] = self.admin_password
+        return environment
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def postgres_bin_dir() -> Path:
+    """Where initdb and pg_ctl are: on PATH, or in Debian's /usr/lib/postgresql/N/bin."""
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        return Path(on_path).resolve().parent
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+        key=lambda path: int(path.parent.parent.name) if path.parent.parent.name.isdigit() else 0,
+    )
+    if debian:
+        return debian[-1].parent
+    raise TeamServerError(
+        "PostgreSQL's pg_ctl is neither on PATH nor in /usr/lib/postgresql/*/bin: install it "
+        "(`apt-get install postgresql` on Debian/Ubuntu, `brew install postgresql` on macOS)"
+    )
+
+
+def _postgres_os_user() -> str | None:
+    """PostgreSQL refuses to run as root: there, run it as the `postgres` user."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        import pwd
+
+        pwd.getpwnam("postgres")
+    except KeyError:
+        raise TeamServerError(
+            "PostgreSQL refuses to run as root and there is no `postgres` user to run it as: "
+            "run this as an ordinary user, or install Debian's `postgresql` package"
+        ) from None
+    return "postgres"
+
+
+def _run_postgres_tool(arguments: list[str], os_user: str | None) -> None:
+    user = {"user": os_user, "group": os_user, "extra_groups": []} if os_user else {}
+    result = subprocess.run(arguments, capture_output=True, text=True, cwd="/", **user)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        message = (result.stderr or result.stdout).strip().splitlines()
+        raise TeamServerError(
+            f"{' '.join(arguments)} exited {result.returncode}: "
+            f"{message[-1] if message else 'no output'}"
+        )
+
+
+def _start_postgres(data_dir: Path, port: int, os_user: str | None) -> None:
+    bin_dir = postgres_bin_dir()
+    cluster = data_dir / "postgres"
+    if os_user:
+        # The postgres user must reach the cluster: every folder above it must be searchable.
+        probe = subprocess.run(
+            ["test", "-w", str(data_dir)], user=os_user, group=os_user, extra_groups=[]
+        )
+        if probe.returncode != 0:
+            shutil.chown(data_dir, os_user, os_user)
+            probe = subprocess.run(
+                ["test", "-w", str(data_dir)], user=os_user, group=os_user, extra_groups=[]
+            )
+        if probe.returncode != 0:
+            raise TeamServerError(
+                f"PostgreSQL runs as {os_user!r} (not as root), which cannot reach {data_dir}: "
+                "pick a --data folder whose parent folders others may enter (under /tmp, say)"
+            )
+    if not (cluster / "PG_VERSION").is_file():
+        _run_postgres_tool(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(cluster),
+                "-U",
+                DATABASE_USER,
+                "-A",
+                "trust",  # on 127.0.0.1 and a socket in the cluster's folder only
+                "-E",
+                "UTF8",
+            ],
+            os_user,
+        )
+        fresh = True
+    else:
+        fresh = False
+    options = f"-p {port} -k {cluster} -c listen_addresses=127.0.0.1"
+    _run_postgres_tool(
+        [
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(cluster),
+            "-l",
+            str(data_dir / "postgres.log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        ],
+        os_user,
+    )
+    if fresh:
+        _run_postgres_tool(
+            [
+                str(bin_dir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-U",
+                DATABASE_USER,
+                DATABASE,
+            ],
+            os_user,
+        )
+
+
+def _stop_postgres(data_dir: Path, os_user: str | None) -> None:
+    cluster = data_dir / "postgres"
+    if (cluster / "postmaster.pid").is_file():
+        _run_postgres_tool(
+            [str(postgres_bin_dir() / "pg_ctl"), "-D", str(cluster), "-m", "fast", "-w", "stop"],
+            os_user,
+        )
+
+
+def _spawn(arguments: list[str], log: Path, environment: dict[str, str]) -> int:
+    """Start a server in a session of its own (so that `stop` ends it with its workers)."""
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            arguments,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=environment,
+            start_new_session=True,
+        )
+    return process.pid
+
+
+def _wait_for_http(url: str, pid: int, log: Path, timeout_s: float = START_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        errors = (urllib.error.URLError, ConnectionError, TimeoutError)
+        with contextlib.suppress(*errors), urllib.request.urlopen(url, timeout=5):
+            return
+        if not _alive(pid):
+            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise TeamServerError(f"the server for {url} stopped at start: {tail[0]} (see {log})")
+        time.sleep(0.3)
+    raise TeamServerError(f"{url} did not answer within {timeout_s:.0f} s (see {log})")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it where we are its parent
+    except ChildProcessError:
+        waited = 0
+    if waited == pid:
+        return False
+    if not Path("/proc").is_dir():  # not Linux: no zombie check
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+
+
+def _server_environment(server: TeamServer) -> dict[str, str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+    environment.update(S3_CREDENTIALS)
+    environment["MLFLOW_S3_ENDPOINT_URL"] = server.s3_endpoint_url
+    return environment
+
+
+def start_mlflow(server: TeamServer, workers: int = 2) -> None:
+    """Start `mlflow server` for an existing PostgreSQL and bucket, record its pid (in
+    `server` and DATA/server.json, at once: an interrupted start can still be stopped) and
+    return once it answers. Also what a test calls to restart it."""
+    data_dir = Path(server.data_dir)
+    environment = _server_environment(server)
+    arguments = [
+        str(BIN_DIR / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(server.mlflow_port),
+        "--backend-store-uri",
+        server.backend_store_uri,
+        "--artifacts-destination",
+        server.artifacts_destination,
+        "--workers",
+        str(workers),
+    ]
+    if server.admin_password:
+        config = data_dir / "basic_auth.ini"
+        config.write_text(
+            "[mlflow]\n"
+            "default_permission = READ\n"
+            f"database_uri = {server.backend_store_uri}\n"
+            f"admin_username = {ADMIN_USER}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        environment["MLFLOW_AUTH_CONFIG_PATH"] = str(config)
+        environment["MLFLOW_AUTH_ADMIN_PASSWORD"] = server.admin_password
+        environment["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(16)
+        arguments += ["--app-name", "basic-auth"]
+    log = data_dir / "mlflow.log"
+    server.mlflow_pid = _spawn(arguments, log, environment)
+    write_state(server)
+    _wait_for_http(f"{server.tracking_uri}/health", server.mlflow_pid, log)
+
+
+def stop_process_group(pid: int, timeout_s: float = 10.0) -> None:
+    """SIGTERM the server's session (its workers too), then SIGKILL what is left."""
+    for sent in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sent)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        if not _alive(pid):
+            return
+
+
+def start(
+    data_dir: Path, mlflow_port: int = 5000, auth: bool = False, workers: int = 2
+) -> TeamServer:
+    """Start PostgreSQL, moto and `mlflow server` with their data under `data_dir`."""
+    import boto3
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if (data_dir / STATE_FILE).is_file():
+        raise TeamServerError(
+            f"{data_dir / STATE_FILE} exists: a team server may run from {data_dir}; "
+            f"stop it first (`python scripts/team_server.py stop --data {data_dir}`)"
+        )
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", mlflow_port)) == 0:
+            raise TeamServerError(f"port {mlflow_port} is taken: pass another --port")
+    os_user = _postgres_os_user()
+    server = TeamServer(
+        data_dir=str(data_dir),
+        postgres_port=free_port(),
+        s3_port=free_port(),
+        mlflow_port=mlflow_port,
+        moto_pid=0,
+        mlflow_pid=0,
+        postgres_os_user=os_user,
+        admin_password=secrets.token_urlsafe(12) if auth else None,
+    )
+    _start_postgres(data_dir, server.postgres_port, os_user)
+    try:
+        log = data_dir / "moto.log"
+        server.moto_pid = _spawn(
+            [str(BIN_DIR / "moto_server"), "-H", "127.0.0.1", "-p", str(server.s3_port)],
+            log,
+            _server_environment(server),
+        )
+        write_state(server)
+        _wait_for_http(f"{server.s3_endpoint_url}/moto-api/", server.moto_pid, log)
+        s3 = boto3.client("s3", endpoint_url=server.s3_endpoint_url, **_boto_credentials())
+        s3.create_bucket(Bucket=BUCKET)
+        start_mlflow(server, workers)
+    except BaseException:
+        stop(data_dir, server)
+        raise
+    return server
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {
+        "aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+    }
+
+
+def write_state(server: TeamServer) -> None:
+    state = Path(server.data_dir) / STATE_FILE
+    temporary = state.with_suffix(".tmp")
+    temporary.write_text(json.dumps(asdict(server), indent=2) + "\n")
+    temporary.chmod(0o600)  # it may hold the admin password
+    temporary.replace(state)
+
+
+def read_state(data_dir: Path) -> TeamServer:
+    state = data_dir.resolve() / STATE_FILE
+    if not state.is_file():
+        raise TeamServerError(f"{state} is missing: no team server was started from {data_dir}")
+    return TeamServer(**json.loads(state.read_text()))
+
+
+def stop(data_dir: Path, server: TeamServer | None = None) -> None:
+    """Stop what `start` started from `data_dir`; the data stays for the next start."""
+    server = server or read_state(data_dir)
+    for pid in (server.mlflow_pid, server.moto_pid):
+        if pid:
+            stop_process_group(pid)
+    _stop_postgres(data_dir.resolve(), server.postgres_os_user)
+    (data_dir.resolve() / STATE_FILE).unlink(missing_ok=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["start", "stop"])
+    parser.add_argument("--data", type=Path, default=Path(".team-server"), help="data folder")
+    parser.add_argument("--port", type=int, default=5000, help="MLflow's port (start)")
+    parser.add_argument("--auth", action="store_true", help="basic auth (start)")
+    parser.add_argument("--workers", type=int, default=2, help="MLflow's worker processes")
+    arguments = parser.parse_args(argv)
+    try:
+        if arguments.command == "stop":
+            stop(arguments.data)
+            print(f"team server in {arguments.data.resolve()} stopped")
+            return 0
+        server = start(arguments.data, arguments.port, arguments.auth, arguments.workers)
+    except TeamServerError as error:
+        print(f"team_server {arguments.command}: error: {error}", file=sys.stderr)
+        return 1
+    print(f"MLflow at {server.tracking_uri} (runs in PostgreSQL, artifacts in S3 via the server)")
+    print("Clients set:")
+    for key, value in server.client_environment().items():
+        print(f"  export {key}={value}")
+    print(f"S3 stand-in: {server.s3_endpoint_url} (bucket {BUCKET!r}, keys in S3_CREDENTIALS)")
+    print(f"Stop with: python scripts/team_server.py stop --data {arguments.data}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
