@@ -138,7 +138,7 @@ def team_repo(server: team_server.TeamServer, tmp_path_factory: pytest.TempPathF
     return repo
 
 
-STAGES = ["download", "preprocess", "train", "evaluate", "report"]
+STAGES = ["check", "download", "preprocess", "train", "evaluate", "report"]
 
 
 def test_repro_logs_run_metrics_and_model_to_the_server(
