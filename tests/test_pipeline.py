@@ -191,6 +191,7 @@ def model_weights(model_file: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+@pytest.mark.slow  # a server start or a second training: tens of seconds
 def test_training_again_on_the_same_machine_gives_identical_weights_and_metrics(
     repo: Path, tmp_path: Path
 ) -> None:
@@ -302,6 +303,7 @@ def post_json(url: str, document: object) -> Any:
         return json.loads(response.read())
 
 
+@pytest.mark.slow  # a server start or a second training: tens of seconds
 def test_served_model_answers_like_cnn_pipeline_predict(repo: Path, tmp_path: Path) -> None:
     from PIL import Image, ImageDraw
 
@@ -362,6 +364,7 @@ def test_served_model_answers_like_cnn_pipeline_predict(repo: Path, tmp_path: Pa
             assert served[name] == pytest.approx(probability, abs=1e-5)
 
 
+@pytest.mark.slow  # a server start or a second training: tens of seconds
 def test_mlflow_rest_api_compares_the_two_runs(repo: Path) -> None:
     port = free_port()
     command = [
