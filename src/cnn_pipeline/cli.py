@@ -292,10 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format=f"[{arguments.command}] %(message)s", stream=sys.stderr
     )
-    # MLflow's own notices (which project manager it detected, that a uv environment has no
-    # pip to ask for its version) are not for the user of a stage; its warnings that ask
-    # for action, and errors, still show.
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # MLflow's own notices (creating its tables, which project manager it detected, a
+    # progress bar for copying one small file) are not for the user of a stage; its
+    # warnings that ask for action, and errors, still show. Read when MLflow is imported.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # ...except that a uv environment has no pip whose version MLflow could record.
     logging.getLogger("mlflow.utils.environment").setLevel(logging.ERROR)
     # `kill` (SIGTERM, what schedulers and `dvc queue kill` send) stops as Ctrl-C does: the
     # train stage then keeps its finished epochs and ends its MLflow run as KILLED.
