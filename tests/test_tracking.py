@@ -107,6 +107,11 @@ def test_runs_are_named_after_what_differs_from_the_defaults(tmp_path: Path) -> 
     in_experiment = runs.describe_training(
         store.TrackingContext(tmp_path, "sqlite://", "brisk-lark", "abc"), params, "digits", {}
     )
+    assert plain.tags["workspace_modified"] == "false"
+    edited = tracking_context_with_changes(tmp_path)
+    described = runs.describe_training(edited, params, "digits", {})
+    assert described.tags["workspace_modified"] == "true"
+    assert described.tags["workspace_changes"] == "params.yaml"
     assert in_experiment.name == "brisk-lark"
     assert in_experiment.tags["dvc.experiment"] == "brisk-lark"
     assert in_experiment.tags["mlflow.source.git.commit"] == "abc"
@@ -152,3 +157,19 @@ def _refusing_tensorflow(tmp_path: Path) -> Path:
     folder.mkdir()
     (folder / "tensorflow.py").write_text("raise ImportError('tensorflow refused by the test')\n")
     return folder
+
+
+def tracking_context_with_changes(tmp_path: Path) -> store.TrackingContext:
+    """A git repository whose params.yaml was edited by hand after the commit, and whose
+    dvc.lock (which DVC rewrites during a run) changed too."""
+    repo = tmp_path / "edited"
+    repo.mkdir()
+    identity = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t"}
+    identity["GIT_COMMITTER_EMAIL"] = "t@e"
+    for name in ("params.yaml", "dvc.lock"):
+        (repo / name).write_text("a: 1\n")
+    for arguments in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "x"]):
+        run_command(arguments, repo, **identity)
+    for name in ("params.yaml", "dvc.lock"):
+        (repo / name).write_text("a: 2\n")
+    return store.TrackingContext.from_environment(repo)

@@ -53,6 +53,10 @@ def describe_training(
         tags["params_changed"] = " ".join(f"{key}={value}" for key, value in changed.items())
     if context.baseline_commit:
         tags["mlflow.source.git.commit"] = context.baseline_commit
+    # The commit plus these files is what ran; `git diff` on them shows how it differs.
+    tags["workspace_modified"] = str(bool(context.modified_files)).lower()
+    if context.modified_files:
+        tags["workspace_changes"] = " ".join(context.modified_files)[:5000]
     if context.dvc_experiment:
         tags["dvc.experiment"] = context.dvc_experiment
     name = context.dvc_experiment or f"{model_name}-{dataset}"

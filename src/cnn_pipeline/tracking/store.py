@@ -41,6 +41,9 @@ class TrackingContext:
     dvc_experiment: str | None  # set by `dvc exp run`
     baseline_commit: str | None
     uses_default_store: bool = True  # SQLite + mlartifacts/ in the repository
+    # Source files that differ from the commit (hand-edited params.yaml, code): the commit
+    # alone does not say what ran. DVC's own records and outputs are left out.
+    modified_files: tuple[str, ...] = ()
 
     @classmethod
     def from_environment(cls, workdir: Path) -> TrackingContext:
@@ -51,6 +54,7 @@ class TrackingContext:
             tracking_uri=configured or default_tracking_uri(repo_root),
             dvc_experiment=os.environ.get("DVC_EXP_NAME"),
             baseline_commit=os.environ.get("DVC_EXP_BASELINE_REV") or _git_commit(workdir),
+            modified_files=modified_files(workdir),
             uses_default_store=not configured,
         )
 
@@ -65,6 +69,26 @@ class TrackingContext:
 
 def default_tracking_uri(repo_root: Path) -> str:
     return f"sqlite:///{repo_root / paths.MLFLOW_DB_FILE}"
+
+
+# Files a stage run changes itself (DVC updates dvc.lock after each stage; metrics are outputs).
+NOT_SOURCES = ("dvc.lock", "metrics/")
+
+
+def modified_files(directory: Path) -> tuple[str, ...]:
+    """Tracked files that differ from HEAD, but DVC's lock file and the stages' outputs."""
+    try:
+        result = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return ()
+    changed = (line[3:].strip() for line in result.stdout.splitlines() if len(line) > 3)
+    return tuple(path for path in changed if not path.startswith(NOT_SOURCES))
 
 
 def _git_commit(directory: Path) -> str | None:
