@@ -189,9 +189,14 @@ def train_model(
     return TrainingResult(model, history_rows(fit), seconds)
 
 
+def history_row(epoch: int, logs: dict[str, Any]) -> dict[str, float]:
+    """The history row of the 0-based `epoch` (numbered from 1) from its logs."""
+    return {"epoch": epoch + 1, **{key: float(logs[key]) for key in HISTORY_COLUMNS[1:]}}
+
+
 def history_rows(fit: keras.callbacks.History) -> list[dict[str, float]]:
-    """One row per epoch that `fit` ran, numbered from 1 (a resumed fit starts later)."""
+    """One row per epoch that `fit` ran (a resumed fit starts later than epoch 1)."""
     return [
-        {"epoch": epoch + 1, **{key: float(fit.history[key][index]) for key in HISTORY_COLUMNS[1:]}}
+        history_row(epoch, {key: values[index] for key, values in fit.history.items()})
         for index, epoch in enumerate(fit.epoch)
     ]

@@ -25,7 +25,7 @@ from cnn_pipeline.models.receptive_field import describe, receptive_fields
 from cnn_pipeline.prepared import DatasetInfo, Split, load_info, load_split
 from cnn_pipeline.resume import ResumeState, fingerprint, interrupted_run_ids
 from cnn_pipeline.tracking import registry, runs, store
-from cnn_pipeline.training import HISTORY_COLUMNS, train_model
+from cnn_pipeline.training import HISTORY_COLUMNS, history_row, train_model
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +88,7 @@ class EpochRecords(keras.callbacks.Callback):  # type: ignore[misc]
             self.state.save_history(self.rows)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-        logs = logs or {}
-        self.rows.append(
-            {"epoch": epoch + 1, **{key: float(logs[key]) for key in HISTORY_COLUMNS[1:]}}
-        )
+        self.rows.append(history_row(epoch, logs or {}))
         self.state.save_history(self.rows)
 
 
@@ -260,6 +257,7 @@ def _write_outputs(
             model.save(staged_model)
         write_json(model_info, workdir / paths.MODEL_INFO_FILE)
         registry.log_and_register_model(
+            model,
             keras_file=workdir / paths.MODEL_FILE,
             model_info_file=workdir / paths.MODEL_INFO_FILE,
             sample_images=train.images[:4],  # the signature: raw uint8 pixels

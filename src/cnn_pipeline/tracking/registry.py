@@ -21,6 +21,7 @@ RANKING_METRIC = "test_accuracy"  # the version tag `promote` picks the best ver
 
 
 def log_and_register_model(
+    model: Any,
     *,
     keras_file: Path,
     model_info_file: Path,
@@ -32,7 +33,7 @@ def log_and_register_model(
     params: Mapping[str, Any],
     documents: Mapping[str, dict[str, Any]],
 ) -> None:
-    """Log the trained model to the active run as `serving.ImageClassifier` (MLflow's pyfunc:
+    """Log `model`, saved at `keras_file`, to the active run as `serving.ImageClassifier` (pyfunc:
     class names with probabilities) and register it as a new version of
     `registered_model_name`; its signature and input example are `sample_images`, raw uint8
     pixels, what it takes. Plus final metrics, params and JSON documents."""
@@ -50,9 +51,9 @@ def log_and_register_model(
         serving.KERAS_MODEL_ARTIFACT: str(keras_file),
         serving.MODEL_INFO_ARTIFACT: str(model_info_file),
     }
-    classifier = serving.ImageClassifier()
-    classifier.load_context(mlflow.pyfunc.PythonModelContext(artifacts, None))
-    sample_output = classifier.predict(None, sample_images)  # type: ignore[no-untyped-call]
+    # What the served model answers for the samples: the signature's output schema.
+    probabilities = model.predict(sample_images, verbose=0)
+    sample_output = serving.table(probabilities, [str(name) for name in metadata["class_names"]])
     mlflow.pyfunc.log_model(
         name="model",
         python_model=serving.__file__,
