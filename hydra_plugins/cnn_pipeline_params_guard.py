@@ -3,7 +3,7 @@
 DVC imports every module under hydra_plugins/ at the repository root (its `hydra.plugins_path`,
 documented for custom OmegaConf resolvers) right before it composes conf/ into params.yaml,
 while params.yaml still holds the user's version: for workspace, --temp and --queue runs alike.
-This module only compares and prints (cnn_pipeline.compose.dvc_exp_run_warning): it never
+This module only compares and prints (cnn_pipeline.hand_edits.dvc_exp_run_warning): it never
 changes what DVC does. The check runs in a process of its own because composing with Hydra
 inside Hydra's plugin scan would recurse into the scan.
 """
@@ -13,7 +13,7 @@ import sys
 
 CHECK = """import sys
 try:
-    from cnn_pipeline.compose import print_dvc_exp_run_warning
+    from cnn_pipeline.hand_edits import print_dvc_exp_run_warning
 except ImportError as error:
     print(f"cnn-pipeline: cannot check params.yaml for hand edits: {error}", file=sys.stderr)
 else:

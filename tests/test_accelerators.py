@@ -23,8 +23,8 @@ from cnn_pipeline.accelerators import (
     describe_run,
     nvidia_driver,
     precision_policy,
-    training_devices,
 )
+from cnn_pipeline.distribution import training_devices
 from cnn_pipeline.errors import UserError
 
 from conftest import BIN_DIR, REPO_ROOT, command_environment, run_command
@@ -76,7 +76,7 @@ if backend == "tensorflow":
     devices = ["/cpu:0", "/cpu:1"]
 else:
     devices = ["cpu:0", "cpu:1"]
-from cnn_pipeline.accelerators import data_parallel
+from cnn_pipeline.distribution import data_parallel
 with data_parallel(devices):
     model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3),
                               keras.layers.Flatten(), keras.layers.Dense(2)])

@@ -9,12 +9,8 @@ import pytest
 import yaml
 
 from cnn_pipeline import cli
-from cnn_pipeline.compose import (
-    compose_params,
-    discarded_edits,
-    find_repository_root,
-    parse_overrides,
-)
+from cnn_pipeline.compose import compose_params, find_repository_root, parse_overrides
+from cnn_pipeline.hand_edits import discarded_edits
 
 from conftest import REPO_ROOT, copy_repository, run_command
 

@@ -1,21 +1,18 @@
 """What the Keras backend trains on, and how to use it: which backend (`default_backend`),
 the GPUs it sees against the machine's NVIDIA driver (`detect`, `check_device`), what a run
-records about them (`describe_run`), the precision policy and, with several GPUs,
-data-parallel training (each GPU takes a share of every batch, gradients are summed across
-them). Backend-neutral: TensorFlow and JAX, TensorFlow imported only with it. Keras itself is
-imported inside the functions that need it: `default_backend` runs before Keras is imported,
-since Keras reads KERAS_BACKEND once, on import.
+records about them (`describe_run`) and the precision policy; distribution.py spreads a
+training over several of them. Backend-neutral: TensorFlow and JAX, TensorFlow imported only
+with it. Keras itself is imported inside the functions that need it: `default_backend` runs
+before Keras is imported, since Keras reads KERAS_BACKEND once, on import.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -272,51 +269,3 @@ def precision_policy(accelerators: Accelerators) -> str:
     if oldest >= (7, 0):
         return "mixed_float16"
     return "float32"
-
-
-@contextlib.contextmanager
-def data_parallel(devices: list[str]) -> Iterator[None]:
-    """Build and compile the model inside this to train it on all `devices` at once.
-
-    With fewer than two devices nothing changes. TensorFlow: a MirroredStrategy (the model
-    remembers it, so fit() distributes too). JAX: Keras's DataParallel distribution.
-    `batch_size` stays the global batch: each of n devices computes 1/n of every batch.
-    """
-    if len(devices) < 2:
-        yield
-        return
-    import keras
-
-    backend = keras.config.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        with tf.distribute.MirroredStrategy(devices).scope():
-            yield
-    elif backend == "jax":
-        import jax
-
-        by_name = {_jax_name(device): device for device in jax.devices()}
-        distribution = keras.distribution.DataParallel(devices=[by_name[name] for name in devices])
-        previous = keras.distribution.distribution()
-        keras.distribution.set_distribution(distribution)
-        try:
-            yield
-        finally:
-            keras.distribution.set_distribution(previous)
-    else:
-        raise NotImplementedError(f"data-parallel training is not supported on {backend}")
-
-
-def _jax_name(device: object) -> str:
-    return f"{device.platform}:{device.id}"  # type: ignore[attr-defined]
-
-
-def training_devices(accelerators: Accelerators, distribute: bool) -> list[str]:
-    """Device names to train on in parallel: every visible GPU when `distribute` is on and
-    there are several; otherwise none (the backend's default device)."""
-    if not distribute or len(accelerators.gpus) < 2 or accelerators.backend == "torch":
-        return []
-    if accelerators.backend == "tensorflow":
-        return [f"/gpu:{index}" for index in range(len(accelerators.gpus))]
-    return [f"gpu:{index}" for index in range(len(accelerators.gpus))]

@@ -59,13 +59,14 @@ def _train(params: dict[str, Any], workdir: Path) -> None:
         "augment": augment_config.model_dump(),
         "train": train_config.model_dump(),
     }
+    from cnn_pipeline.compose import changed_from_defaults
     from cnn_pipeline.prepared import load_info
     from cnn_pipeline.tracking import runs, store
 
     dataset = load_info(workdir / paths.PREPARED_DIR).name
     context = store.TrackingContext.from_environment(workdir)
     description = runs.describe_training(
-        context, logged, dataset, _changed_from_defaults(params, workdir)
+        context, logged, dataset, changed_from_defaults(params, workdir / paths.CONFIG_DIR)
     )
     # Before TensorFlow's import: a store that cannot be reached fails in seconds.
     experiment_id = store.open_experiment(context, mlflow_config.experiment_name)
@@ -81,29 +82,6 @@ def _train(params: dict[str, Any], workdir: Path) -> None:
         experiment_id,
         workdir,
     )
-
-
-def _changed_from_defaults(params: dict[str, Any], workdir: Path) -> dict[str, str]:
-    """The params.yaml values that differ from conf/'s default composition, flattened
-    (`train.learning_rate` -> "0.003"); empty where conf/ cannot be composed."""
-    import yaml
-
-    from cnn_pipeline.compose import compose_params
-    from cnn_pipeline.tracking.runs import flatten_params
-
-    config_dir = workdir / paths.CONFIG_DIR
-    if not config_dir.is_dir():
-        return {}
-    try:
-        defaults = yaml.safe_load(compose_params(config_dir, []))
-    except UserError:
-        return {}
-    default_values = flatten_params(defaults)
-    return {
-        key: value
-        for key, value in flatten_params(params).items()
-        if default_values.get(key) != value and not key.startswith(("data.mirror", "mlflow."))
-    }
 
 
 def _evaluate(params: dict[str, Any], workdir: Path) -> None:
@@ -210,13 +188,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _compose(arguments: argparse.Namespace) -> None:
     from cnn_pipeline.atomic import atomic_path
-    from cnn_pipeline.compose import (
-        check_composed,
-        compose_params,
-        describe_lost,
-        edits_lost_by,
-        find_repository_root,
-    )
+    from cnn_pipeline.compose import check_composed, compose_params, find_repository_root
+    from cnn_pipeline.hand_edits import describe_lost, edits_lost_by
 
     if arguments.config_dir is None:
         root = find_repository_root(Path.cwd())
@@ -259,11 +232,9 @@ def _promote(arguments: argparse.Namespace) -> None:
 
 
 def _predict(arguments: argparse.Namespace) -> int:
-    import json
-
     if arguments.top < 1:
         raise UserError(f"--top {arguments.top} is invalid: show at least 1 class")
-    from cnn_pipeline.predict import predict_files
+    from cnn_pipeline.predict import predict_files, print_results
     from cnn_pipeline.tracking.store import TrackingContext
     from cnn_pipeline.trained_model import load
 
@@ -271,19 +242,7 @@ def _predict(arguments: argparse.Namespace) -> int:
     predictions, unreadable = predict_files(
         trained, arguments.images, min(arguments.top, len(trained.class_names)), arguments.invert
     )
-    for prediction in predictions:
-        if arguments.json:
-            top = [{"class": name, "probability": p} for name, p in prediction.top]
-            print(json.dumps({"image": prediction.image, "top": top}))
-        else:
-            ranked = ", ".join(f"{name} {p:.1%}" for name, p in prediction.top)
-            print(f"{prediction.image}: {ranked}")
-    for failure in unreadable:
-        if arguments.json:
-            print(json.dumps({"image": failure.image, "error": failure.reason}))
-        print(
-            f"cnn-pipeline predict: cannot read {failure.image}: {failure.reason}", file=sys.stderr
-        )
+    print_results(predictions, unreadable, arguments.json)
     return 1 if unreadable else 0
 
 

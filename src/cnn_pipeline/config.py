@@ -6,15 +6,13 @@ that names the key, the value given and what is allowed.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from cnn_pipeline.errors import UserError
+from cnn_pipeline.errors import UserError, nearest_key_hint
 
 DatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "image_folder"]
 DATASETS_WITH_OWN_TEST_SET: frozenset[str] = frozenset({"mnist", "fashion_mnist", "cifar10"})
@@ -202,22 +200,6 @@ def _section(params: dict[str, Any], name: str) -> Any:
     return params[name]
 
 
-def nearest(name: str, known: list[str]) -> str | None:
-    """The known name closest to a misspelt one (difflib's ratio of at least 0.6), if any."""
-    matches = difflib.get_close_matches(name, known, n=1)
-    return matches[0] if matches else None
-
-
-def nearest_key_hint(key: str, known: list[str]) -> str:
-    """'did you mean train.learning_rate?' for a misspelt key, else the keys there are."""
-    parent, _, name = key.rpartition(".")
-    prefix = f"{parent}." if parent else ""
-    match = nearest(name, known)
-    if match is not None:
-        return f"did you mean {prefix}{match}?"
-    return f"the keys there are {', '.join(prefix + k for k in known)}"
-
-
 def _describe(error: ValidationError, prefix: str) -> str:
     """Turn pydantic's first complaint into one line: key, value given, what is allowed."""
     detail = error.errors(include_url=False)[0]
@@ -294,26 +276,3 @@ def report_config(params: dict[str, Any]) -> ReportConfig:
 
 def mlflow_config(params: dict[str, Any]) -> MlflowConfig:
     return _validate(TypeAdapter(MlflowConfig), _section(params, "mlflow"), "mlflow")
-
-
-# Every section of params.yaml and the function that validates it, in params.yaml's order.
-SECTION_READERS: dict[str, Callable[[dict[str, Any]], object]] = {
-    "data": data_config,
-    "model": model_config,
-    "augment": augment_config,
-    "train": train_config,
-    "evaluate": evaluate_config,
-    "report": report_config,
-    "mlflow": mlflow_config,
-}
-
-
-def check_params(params: dict[str, Any]) -> None:
-    """Validate every section as the stages do (same one-line `UserError`s), and refuse
-    sections that no stage reads."""
-    for name in params:
-        if name not in SECTION_READERS:
-            hint = nearest_key_hint(str(name), list(SECTION_READERS))
-            raise UserError(f"params.yaml: unknown section {name}: {hint} fix or remove it")
-    for read in SECTION_READERS.values():
-        read(params)

@@ -1,4 +1,9 @@
-"""The one exception type a user's mistake raises, so the CLI can print it as one line."""
+"""The one exception type a user's mistake raises, so the CLI can print it as one line, and
+the wording helpers its messages share."""
+
+from __future__ import annotations
+
+import difflib
 
 
 class UserError(Exception):
@@ -19,3 +24,19 @@ def first_line(error: BaseException) -> str:
     one-line UserError quotes of a library's multi-line message."""
     message = str(error).strip()
     return message.splitlines()[0] if message else type(error).__name__
+
+
+def nearest(name: str, known: list[str]) -> str | None:
+    """The known name closest to a misspelt one (difflib's ratio of at least 0.6), if any."""
+    matches = difflib.get_close_matches(name, known, n=1)
+    return matches[0] if matches else None
+
+
+def nearest_key_hint(key: str, known: list[str]) -> str:
+    """'did you mean train.learning_rate?' for a misspelt key, else the keys there are."""
+    parent, _, name = key.rpartition(".")
+    prefix = f"{parent}." if parent else ""
+    match = nearest(name, known)
+    if match is not None:
+        return f"did you mean {prefix}{match}?"
+    return f"the keys there are {', '.join(prefix + k for k in known)}"

@@ -4,6 +4,8 @@ probabilities."""
 
 from __future__ import annotations
 
+import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -68,3 +70,23 @@ def predict_files(
                 Prediction(str(path), [(trained.class_names[i], float(row[i])) for i in best])
             )
     return predictions, unreadable
+
+
+def print_results(
+    predictions: list[Prediction], unreadable: list[Unreadable], as_json: bool
+) -> None:
+    """One line per image on stdout ("digit.png: 7 99.8%, 1 0.1%, ..." or a JSON object),
+    and one line per unreadable file on stderr (also as JSON on stdout with `as_json`)."""
+    for prediction in predictions:
+        if as_json:
+            top = [{"class": name, "probability": p} for name, p in prediction.top]
+            print(json.dumps({"image": prediction.image, "top": top}))
+        else:
+            ranked = ", ".join(f"{name} {p:.1%}" for name, p in prediction.top)
+            print(f"{prediction.image}: {ranked}")
+    for failure in unreadable:
+        if as_json:
+            print(json.dumps({"image": failure.image, "error": failure.reason}))
+        print(
+            f"cnn-pipeline predict: cannot read {failure.image}: {failure.reason}", file=sys.stderr
+        )

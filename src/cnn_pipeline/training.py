@@ -18,14 +18,9 @@ from typing import Any
 
 import keras
 
-from cnn_pipeline.accelerators import (
-    Accelerators,
-    data_parallel,
-    detect,
-    precision_policy,
-    training_devices,
-)
+from cnn_pipeline.accelerators import Accelerators, detect, precision_policy
 from cnn_pipeline.config import AnyModelConfig, AugmentConfig, TrainConfig
+from cnn_pipeline.distribution import data_parallel, training_devices
 from cnn_pipeline.models import build_model
 from cnn_pipeline.prepared import DatasetInfo, Split
 
@@ -128,7 +123,7 @@ def compiled_model(
 ) -> keras.Model:
     """The configured network with its normalisation and augmentation layers, compiled with
     the configured optimizer and loss. Call `configure_backend` first; build inside
-    `accelerators.data_parallel` to train on several devices."""
+    `distribution.data_parallel` to train on several devices."""
     model = build_model(
         model_config,
         info.image_shape,

@@ -24,7 +24,7 @@ from typing import Any
 
 from cnn_pipeline import config, paths
 from cnn_pipeline.atomic import write_json
-from cnn_pipeline.errors import UserError
+from cnn_pipeline.errors import UserError, nearest_key_hint
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ SECTIONS: tuple[tuple[str, Callable[[dict[str, Any]], object], str], ...] = (
     ("evaluate", config.evaluate_config, "evaluate"),
     ("report", config.report_config, "report"),
 )
-VERDICT = {"params.yaml": "valid", "sections": [section for section, _, _ in SECTIONS]}
+SECTION_NAMES = [section for section, _, _ in SECTIONS]
+VERDICT = {"params.yaml": "valid", "sections": SECTION_NAMES}
 
 
 class StageError(Exception):
@@ -48,6 +49,17 @@ class StageError(Exception):
     def __init__(self, stage: str, error: UserError) -> None:
         super().__init__(str(error))
         self.stage = stage
+
+
+def check_params(params: dict[str, Any]) -> None:
+    """Validate every section as the stages do (same one-line `UserError`s), and refuse
+    sections that no stage reads: what `cnn-pipeline params` checks before writing."""
+    for name in params:
+        if name not in SECTION_NAMES:
+            hint = nearest_key_hint(str(name), SECTION_NAMES)
+            raise UserError(f"params.yaml: unknown section {name}: {hint} fix or remove it")
+    for _, validate, _ in SECTIONS:
+        validate(params)
 
 
 def check_inputs(data_config: config.DataConfig, repo_root: Path) -> None:
