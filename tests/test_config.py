@@ -13,6 +13,7 @@ import yaml
 from cnn_pipeline import config
 from cnn_pipeline.compose import compose_params
 from cnn_pipeline.errors import UserError
+from cnn_pipeline.stages.check import check_params
 
 from conftest import REPO_ROOT, run_command
 
@@ -273,7 +274,7 @@ def test_warmup_must_leave_epochs_at_the_full_learning_rate() -> None:
 
 
 def test_check_params_validates_every_section_and_knows_them_all(params: dict[str, Any]) -> None:
-    config.check_params(params)
+    check_params(params)
     params["trian"] = params.pop("train")
     with pytest.raises(UserError, match=r"unknown section trian: did you mean train\?"):
-        config.check_params(params)
+        check_params(params)
