@@ -37,11 +37,15 @@ setup: $(SYNCED)
 pipeline: setup  ## Run the whole pipeline on the default config (digits, offline).
 	dvc repro
 
+# The test modules run in parallel, one process per CPU core (pytest-xdist), each module
+# whole in one process: its fixtures (a trained pipeline, a server) are built once.
+PYTEST_PARALLEL := -n auto --dist loadfile
+
 test: setup lint  ## Fast and end-to-end tests (skips the minutes-long `slow` ones).
-	pytest -m "not slow"
+	pytest -m "not slow" $(PYTEST_PARALLEL)
 
 test-all: setup lint  ## Everything, including real-MNIST training.
-	pytest
+	pytest $(PYTEST_PARALLEL)
 
 lint: setup
 	ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import http.server
 import os
@@ -29,6 +30,14 @@ MNIST_DIR = Path(
 )
 BIN_DIR = Path(sys.executable).parent  # the environment's dvc and cnn-pipeline
 sys.path.insert(0, str(REPO_ROOT / "scripts"))  # scripts/team_server.py, for tests/test_team.py
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with end-to-end tests first, each module's tests kept together and in order:
+    pytest-xdist hands whole modules to its workers in this order (`make test`), so the
+    longest start first and the workers finish together."""
+    e2e_modules = {item.path for item in items if item.get_closest_marker("e2e")}
+    items.sort(key=lambda item: item.path not in e2e_modules)
 
 
 def command_environment(**extra: str) -> dict[str, str]:
@@ -158,20 +167,35 @@ def copy_repository(destination: Path) -> Path:
 @dataclass(frozen=True)
 class TrainedPipeline:
     repo: Path  # where `dvc repro` ran; one test module goes on using it (test_pipeline.py)
-    repro_output: str  # what that `dvc repro` printed
+    repro_output: str  # what that `dvc repro` printed on stdout
+    repro_errors: str  # ...and on stderr, where the stages log
     snapshot: Path  # an untouched copy taken right after: copy it with `copy_trained`
 
 
 @pytest.fixture(scope="session")
 def trained_pipeline(tmp_path_factory: pytest.TempPathFactory) -> TrainedPipeline:
-    """The default pipeline at 2 epochs, run once per session by `dvc repro` in a fresh copy of
-    the repository and committed there, so that several test modules start from a trained one."""
-    repo = copy_repository(tmp_path_factory.mktemp("pipeline"))
-    run_command(["cnn-pipeline", "params", "train.epochs=2"], repo)
-    result = run_command(["dvc", "repro"], repo)
-    snapshot = tmp_path_factory.mktemp("pipeline-snapshot") / "repo"
-    shutil.copytree(repo, snapshot, symlinks=True)
-    return TrainedPipeline(repo, result.stdout, snapshot)
+    """The default pipeline at 2 epochs, run once per test session by `dvc repro` in a fresh
+    copy of the repository and committed there, so that several test modules start from a
+    trained one. `make test` runs the modules in parallel processes (pytest-xdist): the first
+    to need it trains it, under a lock, and the others wait for it."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by the workers: each has its own folder under it
+    folder = base / "trained-pipeline"
+    repo, snapshot = folder / "repo", folder / "snapshot"
+    output_file, errors_file = folder / "repro-stdout", folder / "repro-stderr"
+    with (base / "trained-pipeline.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not output_file.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            copy_repository(repo)
+            run_command(["cnn-pipeline", "params", "train.epochs=2"], repo)
+            result = run_command(["dvc", "repro"], repo)
+            shutil.copytree(repo, snapshot, symlinks=True)
+            errors_file.write_text(result.stderr, encoding="utf-8")
+            output_file.write_text(result.stdout, encoding="utf-8")  # last: the mark of done
+    output, errors = (file.read_text(encoding="utf-8") for file in (output_file, errors_file))
+    return TrainedPipeline(repo, output, errors, snapshot)
 
 
 def copy_trained(pipeline: TrainedPipeline, destination: Path, keep_mlflow: bool = True) -> Path:
