@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -95,6 +96,17 @@ def test_repro_writes_model_metrics_and_plots(repo: Path) -> None:
     assert predictions[0] == "actual,predicted" and len(predictions) == 360
     model = keras.saving.load_model(repo / "models/model.keras")
     assert model.output_shape == (None, 10)
+
+
+def test_repro_prints_no_warnings(trained_pipeline: TrainedPipeline) -> None:
+    """Python warnings and MLflow's warnings read as trouble in a run that went well: a
+    normal `dvc repro` prints none (README, "Speed, GPUs": what a stage prints)."""
+    warnings = [
+        line
+        for line in trained_pipeline.repro_errors.splitlines()
+        if re.search(r"Warning:|WARNING mlflow|Add type hints", line)
+    ]
+    assert warnings == []
 
 
 def test_mlflow_run_holds_params_metrics_model_and_tags(repo: Path) -> None:

@@ -43,9 +43,11 @@ class ImageClassifier(PythonModel):
         info = json.loads(Path(context.artifacts[MODEL_INFO_ARTIFACT]).read_text("utf-8"))
         self.class_names = [str(name) for name in info["class_names"]]
 
-    # No type hints on `predict`: MLflow would read them as a schema of their own; the
-    # logged signature (uint8 images) is the schema.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    # `np.ndarray` is a type hint MLflow reads no schema from (the logged signature, uint8
+    # images, is the schema); without any hint it asks for one in a warning at every import.
+    def predict(
+        self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         probabilities = np.asarray(self.model.predict(np.asarray(model_input), verbose=0))
         return table(probabilities, self.class_names)
 
