@@ -24,25 +24,29 @@ their output. Tests import `start` and `stop` to run the same servers on free po
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import secrets
-import shutil
-import signal
 import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from team_services import (
+    DATABASE,
+    DATABASE_USER,
+    TeamServerError,
+    free_port,
+    postgres_os_user,
+    spawn,
+    start_postgres,
+    stop_postgres,
+    stop_process_group,
+    wait_for_http,
+)
+
 BIN_DIR = Path(sys.executable).parent  # this environment's mlflow and moto_server
 STATE_FILE = "server.json"
-DATABASE = "mlflow"
-DATABASE_USER = "mlflow"
 BUCKET = "mlflow"
 # moto accepts any credentials; these only have to be the same for the server and the bucket.
 S3_CREDENTIALS = {
@@ -52,10 +56,6 @@ S3_CREDENTIALS = {
 }
 ADMIN_USER = "admin"
 START_TIMEOUT_S = 120.0  # `mlflow server` migrates a fresh database first: tens of seconds here
-
-
-class TeamServerError(Exception):
-    """One line: what failed and what to do."""
 
 
 @dataclass
@@ -94,180 +94,6 @@ class TeamServer:
             environment["MLFLOW_TRACKING_USERNAME"] = ADMIN_USER
             environment["MLFLOW_TRACKING_PASSWORD"] = self.admin_password
         return environment
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def postgres_bin_dir() -> Path:
-    """Where initdb and pg_ctl are: on PATH, or in Debian's /usr/lib/postgresql/N/bin."""
-    on_path = shutil.which("pg_ctl")
-    if on_path:
-        return Path(on_path).resolve().parent
-    debian = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
-        key=lambda path: int(path.parent.parent.name) if path.parent.parent.name.isdigit() else 0,
-    )
-    if debian:
-        return debian[-1].parent
-    raise TeamServerError(
-        "PostgreSQL's pg_ctl is neither on PATH nor in /usr/lib/postgresql/*/bin: install it "
-        "(`apt-get install postgresql` on Debian/Ubuntu, `brew install postgresql` on macOS)"
-    )
-
-
-def _postgres_os_user() -> str | None:
-    """PostgreSQL refuses to run as root: there, run it as the `postgres` user."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        import pwd
-
-        pwd.getpwnam("postgres")
-    except KeyError:
-        raise TeamServerError(
-            "PostgreSQL refuses to run as root and there is no `postgres` user to run it as: "
-            "run this as an ordinary user, or install Debian's `postgresql` package"
-        ) from None
-    return "postgres"
-
-
-def _run_postgres_tool(arguments: list[str], os_user: str | None) -> None:
-    user = {"user": os_user, "group": os_user, "extra_groups": []} if os_user else {}
-    result = subprocess.run(arguments, capture_output=True, text=True, cwd="/", **user)  # type: ignore[call-overload]
-    if result.returncode != 0:
-        message = (result.stderr or result.stdout).strip().splitlines()
-        raise TeamServerError(
-            f"{' '.join(arguments)} exited {result.returncode}: "
-            f"{message[-1] if message else 'no output'}"
-        )
-
-
-def _start_postgres(data_dir: Path, port: int, os_user: str | None) -> None:
-    bin_dir = postgres_bin_dir()
-    cluster = data_dir / "postgres"
-    if os_user:
-        # The postgres user must reach the cluster: every folder above it must be searchable.
-        probe = subprocess.run(
-            ["test", "-w", str(data_dir)], user=os_user, group=os_user, extra_groups=[]
-        )
-        if probe.returncode != 0:
-            shutil.chown(data_dir, os_user, os_user)
-            probe = subprocess.run(
-                ["test", "-w", str(data_dir)], user=os_user, group=os_user, extra_groups=[]
-            )
-        if probe.returncode != 0:
-            raise TeamServerError(
-                f"PostgreSQL runs as {os_user!r} (not as root), which cannot reach {data_dir}: "
-                "pick a --data folder whose parent folders others may enter (under /tmp, say)"
-            )
-    if not (cluster / "PG_VERSION").is_file():
-        _run_postgres_tool(
-            [
-                str(bin_dir / "initdb"),
-                "-D",
-                str(cluster),
-                "-U",
-                DATABASE_USER,
-                "-A",
-                "trust",  # on 127.0.0.1 and a socket in the cluster's folder only
-                "-E",
-                "UTF8",
-            ],
-            os_user,
-        )
-        fresh = True
-    else:
-        fresh = False
-    options = f"-p {port} -k {cluster} -c listen_addresses=127.0.0.1"
-    _run_postgres_tool(
-        [
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(cluster),
-            "-l",
-            str(data_dir / "postgres.log"),
-            "-o",
-            options,
-            "-w",
-            "start",
-        ],
-        os_user,
-    )
-    if fresh:
-        _run_postgres_tool(
-            [
-                str(bin_dir / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                DATABASE_USER,
-                DATABASE,
-            ],
-            os_user,
-        )
-
-
-def _stop_postgres(data_dir: Path, os_user: str | None) -> None:
-    cluster = data_dir / "postgres"
-    if (cluster / "postmaster.pid").is_file():
-        _run_postgres_tool(
-            [str(postgres_bin_dir() / "pg_ctl"), "-D", str(cluster), "-m", "fast", "-w", "stop"],
-            os_user,
-        )
-
-
-def _spawn(arguments: list[str], log: Path, environment: dict[str, str]) -> int:
-    """Start a server in a session of its own (so that `stop` ends it with its workers)."""
-    with log.open("ab") as output:
-        process = subprocess.Popen(
-            arguments,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=environment,
-            start_new_session=True,
-        )
-    return process.pid
-
-
-def _wait_for_http(url: str, pid: int, log: Path, timeout_s: float = START_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        errors = (urllib.error.URLError, ConnectionError, TimeoutError)
-        with contextlib.suppress(*errors), urllib.request.urlopen(url, timeout=5):
-            return
-        if not _alive(pid):
-            tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise TeamServerError(f"the server for {url} stopped at start: {tail[0]} (see {log})")
-        time.sleep(0.3)
-    raise TeamServerError(f"{url} did not answer within {timeout_s:.0f} s (see {log})")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        waited, _ = os.waitpid(pid, os.WNOHANG)  # reap it where we are its parent
-    except ChildProcessError:
-        waited = 0
-    if waited == pid:
-        return False
-    if not Path("/proc").is_dir():  # not Linux: no zombie check
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
 
 
 def _server_environment(server: TeamServer) -> dict[str, str]:
@@ -311,21 +137,9 @@ def start_mlflow(server: TeamServer, workers: int = 2) -> None:
         environment["MLFLOW_FLASK_SERVER_SECRET_KEY"] = secrets.token_hex(16)
         arguments += ["--app-name", "basic-auth"]
     log = data_dir / "mlflow.log"
-    server.mlflow_pid = _spawn(arguments, log, environment)
+    server.mlflow_pid = spawn(arguments, log, environment)
     write_state(server)
-    _wait_for_http(f"{server.tracking_uri}/health", server.mlflow_pid, log)
-
-
-def stop_process_group(pid: int, timeout_s: float = 10.0) -> None:
-    """SIGTERM the server's session (its workers too), then SIGKILL what is left."""
-    for sent in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sent)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.1)
-        if not _alive(pid):
-            return
+    wait_for_http(f"{server.tracking_uri}/health", server.mlflow_pid, log, START_TIMEOUT_S)
 
 
 def start(
@@ -344,7 +158,7 @@ def start(
     with socket.socket() as probe:
         if probe.connect_ex(("127.0.0.1", mlflow_port)) == 0:
             raise TeamServerError(f"port {mlflow_port} is taken: pass another --port")
-    os_user = _postgres_os_user()
+    os_user = postgres_os_user()
     server = TeamServer(
         data_dir=str(data_dir),
         postgres_port=free_port(),
@@ -355,16 +169,16 @@ def start(
         postgres_os_user=os_user,
         admin_password=secrets.token_urlsafe(12) if auth else None,
     )
-    _start_postgres(data_dir, server.postgres_port, os_user)
+    start_postgres(data_dir, server.postgres_port, os_user)
     try:
         log = data_dir / "moto.log"
-        server.moto_pid = _spawn(
+        server.moto_pid = spawn(
             [str(BIN_DIR / "moto_server"), "-H", "127.0.0.1", "-p", str(server.s3_port)],
             log,
             _server_environment(server),
         )
         write_state(server)
-        _wait_for_http(f"{server.s3_endpoint_url}/moto-api/", server.moto_pid, log)
+        wait_for_http(f"{server.s3_endpoint_url}/moto-api/", server.moto_pid, log, START_TIMEOUT_S)
         s3 = boto3.client("s3", endpoint_url=server.s3_endpoint_url, **_boto_credentials())
         s3.create_bucket(Bucket=BUCKET)
         start_mlflow(server, workers)
@@ -403,7 +217,7 @@ def stop(data_dir: Path, server: TeamServer | None = None) -> None:
     for pid in (server.mlflow_pid, server.moto_pid):
         if pid:
             stop_process_group(pid)
-    _stop_postgres(data_dir.resolve(), server.postgres_os_user)
+    stop_postgres(data_dir.resolve(), server.postgres_os_user)
     (data_dir.resolve() / STATE_FILE).unlink(missing_ok=True)
 
 

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 import team_server
+import team_services
 from conftest import REPO_ROOT, command_environment, copy_repository, run_command
 
 pytestmark = pytest.mark.e2e
@@ -41,15 +42,15 @@ GIT_IDENTITY = {
 @pytest.fixture(scope="module")
 def server() -> Iterator[team_server.TeamServer]:
     try:
-        team_server.postgres_bin_dir()
-    except team_server.TeamServerError as error:
+        team_services.postgres_bin_dir()
+    except team_services.TeamServerError as error:
         if os.environ.get("CI"):
             raise
         pytest.skip(str(error))
     # Not pytest's tmp_path: as root PostgreSQL runs as `postgres`, which must reach its
     # folder, and pytest's temporary folders are private to their owner.
     data_dir = Path(tempfile.mkdtemp(prefix="cnn-pipeline-team-", dir="/tmp"))
-    started = team_server.start(data_dir, team_server.free_port(), auth=True, workers=1)
+    started = team_server.start(data_dir, team_services.free_port(), auth=True, workers=1)
     try:
         yield started
     finally:
@@ -199,7 +200,7 @@ def test_wrong_password_stops_train_before_training(
 
 
 def test_unreachable_server_stops_train_before_training(team_repo: Path, tmp_path: Path) -> None:
-    uri = f"http://127.0.0.1:{team_server.free_port()}"  # nothing listens there
+    uri = f"http://127.0.0.1:{team_services.free_port()}"  # nothing listens there
     started = time.monotonic()
     train_refused(copy_trained(team_repo, tmp_path / "clone"), {"MLFLOW_TRACKING_URI": uri}, uri)
     assert time.monotonic() - started < 120
@@ -296,7 +297,7 @@ def test_server_restart_during_training_loses_no_metric(
     )
     try:
         run_id = wait_for_first_metric(client, "team-restart", process)
-        team_server.stop_process_group(server.mlflow_pid)
+        team_services.stop_process_group(server.mlflow_pid)
         stopped = time.monotonic()
         time.sleep(3)
         team_server.start_mlflow(server, workers=1)
