@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,6 +133,23 @@ def test_a_process_whose_params_differ_stops_every_process_before_training() -> 
         thread.join(timeout=30)
     assert errors[0] == errors[1]
     assert errors[0].startswith("process 1 on beta trains on other params than process 0 on alpha")
+
+
+def test_data_digest_is_of_the_arrays_not_the_files(prepared: Path, tmp_path: Path) -> None:
+    """Two hosts that ran the same preprocess hold equal arrays in .npz files that differ
+    (np.savez stamps the time); a changed label is a difference."""
+    copy = tmp_path / "prepared"
+    shutil.copytree(prepared / "data/prepared", copy)
+    with np.load(copy / "train.npz") as arrays:
+        images, labels = arrays["images"], arrays["labels"]
+    np.savez_compressed(copy / "train.npz", images=images, labels=labels)  # other bytes
+    params = {"train": {"batch_size": 32}}
+    original = multihost.digests(params, prepared / "data/prepared")
+    assert multihost.digests(params, copy) == original
+    labels[0] = (labels[0] + 1) % 10
+    np.savez(copy / "train.npz", images=images, labels=labels)
+    changed = multihost.digests(params, copy)
+    assert [key for key in original if changed[key] != original[key]] == ["data (data/prepared)"]
 
 
 def test_a_process_that_never_starts_stops_the_others_in_one_line(

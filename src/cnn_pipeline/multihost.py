@@ -29,9 +29,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cnn_pipeline import paths
 from cnn_pipeline.config import AnyModelConfig, AugmentConfig, TrainConfig
 from cnn_pipeline.errors import TrainingInterrupted, UserError, first_line
+from cnn_pipeline.prepared import INFO_FILE, SPLITS, load_split
 from cnn_pipeline.rendezvous import Member, meet, split_address
 from cnn_pipeline.resume import PACKAGE_DIR, digest
 
@@ -138,12 +141,25 @@ def digests(trained_params: Mapping[str, Any], prepared_dir: Path) -> dict[str, 
             libraries.append(package)
     return {
         "params (params.yaml)": digest(trained_params, []),
-        f"data ({paths.PREPARED_DIR})": digest(None, sorted(prepared_dir.iterdir())),
+        f"data ({paths.PREPARED_DIR})": _data_digest(prepared_dir),
         "code (src/cnn_pipeline)": digest(None, sorted(PACKAGE_DIR.rglob("*.py"))),
         f"libraries ({', '.join(libraries)})": hashlib.sha256(
             json.dumps(libraries).encode()
         ).hexdigest()[:16],
     }
+
+
+def _data_digest(prepared_dir: Path) -> str:
+    """Of the prepared arrays and dataset.json, not the .npz files: np.savez stamps each
+    archive member with the time it was written, so two hosts that ran the same preprocess
+    have equal arrays in files that differ."""
+    hashed = hashlib.sha256((prepared_dir / INFO_FILE).read_bytes())
+    for name in SPLITS:
+        split = load_split(prepared_dir, name)
+        for array in (split.images, split.labels):
+            hashed.update(f"{name} {array.dtype} {array.shape}".encode())
+            hashed.update(np.ascontiguousarray(array).tobytes())
+    return hashed.hexdigest()[:16]
 
 
 def join(cluster: Cluster, trained_params: Mapping[str, Any], prepared_dir: Path) -> None:
@@ -235,7 +251,7 @@ def train_as_peer(
 ) -> None:
     """A process other than 0: train with the others, write nothing."""
     from cnn_pipeline.accelerators import check_device, detect
-    from cnn_pipeline.prepared import load_info, load_split
+    from cnn_pipeline.prepared import load_info
     from cnn_pipeline.training import train_model
 
     prepared_dir = workdir / paths.PREPARED_DIR

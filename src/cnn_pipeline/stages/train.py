@@ -199,9 +199,10 @@ def run(
         except KeyboardInterrupt:
             runs.end_run("KILLED")
             finished = len(records.rows)
+            then = f"resumes from epoch {finished + 1}" if resumable else "starts afresh"
             raise TrainingInterrupted(
                 f"training interrupted after epoch {finished} of {train_config.epochs}; "
-                f"`dvc repro` resumes from epoch {finished + 1} (MLflow run {run_id})"
+                f"`dvc repro` {then} (MLflow run {run_id})"
             ) from None
         except BaseException:
             runs.end_run("FAILED")
