@@ -84,9 +84,7 @@ def from_environment(environment: Mapping[str, str]) -> Cluster | None:
                 f"{source} are set but {COORDINATOR_VARIABLE} is not: set it to "
                 "process 0's HOST:PORT on every process"
             )
-    elif (
-        int(environment.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_STEP_NODELIST" in environment
-    ):
+    elif "SLURM_STEP_NODELIST" in environment and environment.get("SLURM_NTASKS", "1") != "1":
         source = "SLURM_NTASKS/SLURM_PROCID"
         count = _integer(environment, "SLURM_NTASKS", source)
         process_id = _integer(environment, "SLURM_PROCID", source)
@@ -111,7 +109,12 @@ def from_environment(environment: Mapping[str, str]) -> Cluster | None:
             "MultiWorkerMirroredStrategy fails with Keras 3, keras-team/keras#20585): run with "
             "KERAS_BACKEND=jax"
         )
-    timeout = float(environment.get(TIMEOUT_VARIABLE) or DEFAULT_TIMEOUT)
+    try:
+        timeout = float(environment.get(TIMEOUT_VARIABLE) or DEFAULT_TIMEOUT)
+    except ValueError:
+        raise UserError(
+            f"{TIMEOUT_VARIABLE} = {environment[TIMEOUT_VARIABLE]!r} is invalid: give seconds"
+        ) from None
     return Cluster(address, count, process_id, timeout, source)
 
 
