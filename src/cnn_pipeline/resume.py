@@ -35,14 +35,19 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 def fingerprint(params: Mapping[str, Any], data_files: Iterable[Path]) -> str:
     """A digest of the params, the prepared data files and every source file of the package."""
-    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
-    sources = sorted(PACKAGE_DIR.rglob("*.py"))
-    for path in [*sorted(data_files), *sources]:
-        digest.update(path.name.encode())
+    return digest(params, [*sorted(data_files), *sorted(PACKAGE_DIR.rglob("*.py"))])
+
+
+def digest(params: Mapping[str, Any] | None, files: Iterable[Path]) -> str:
+    """16 hex digits of SHA-256 over the params (as sorted JSON) and each file's name and
+    bytes, in the order given."""
+    hashed = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for path in files:
+        hashed.update(path.name.encode())
         with path.open("rb") as stream:
             for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
+                hashed.update(block)
+    return hashed.hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,13 @@ import keras
 
 from cnn_pipeline.accelerators import Accelerators, detect, precision_policy
 from cnn_pipeline.config import AnyModelConfig, AugmentConfig, TrainConfig
-from cnn_pipeline.distribution import data_parallel, training_devices
+from cnn_pipeline.distribution import (
+    ThisProcessOnly,
+    data_parallel,
+    process_count,
+    process_share,
+    training_devices,
+)
 from cnn_pipeline.models import build_model
 from cnn_pipeline.prepared import DatasetInfo, Split
 
@@ -162,19 +168,29 @@ def train_model(
     verbose: int | str = 2,
 ) -> TrainingResult:
     """Build the configured network and fit it to `train`, validating on `validation` after
-    every epoch. `callbacks` run after the learning-rate logger, so they see it in `logs`.
-    `accelerators`: what to train on (default: what the backend sees)."""
+    every epoch. `callbacks` run after the learning-rate logger, so they see it in `logs`; on
+    several processes they may run on one process alone (`ThisProcessOnly`).
+    `accelerators`: what to train on (default: what the backend sees). On several processes
+    each fits its share of the images (`process_share`), in batches of its share of
+    `train_config.batch_size`."""
     accelerators = accelerators or detect()
     configure_backend(train_config.seed, accelerators)
     one_hot = keras.utils.to_categorical
+    processes = process_count(accelerators.backend)
+    train = process_share(train, accelerators.backend)
+    validation = process_share(validation, accelerators.backend)
+    if processes > 1:
+        callbacks = [ThisProcessOnly(callback) for callback in callbacks]
     with data_parallel(training_devices(accelerators, train_config.distribute)):
-        model = compiled_model(model_config, augment_config, train_config, info, len(train.labels))
+        model = compiled_model(
+            model_config, augment_config, train_config, info, len(train.labels) * processes
+        )
         started = time.perf_counter()
         fit = model.fit(
             train.images,
             one_hot(train.labels, info.num_classes),
             validation_data=(validation.images, one_hot(validation.labels, info.num_classes)),
-            batch_size=train_config.batch_size,
+            batch_size=train_config.batch_size // processes,
             epochs=train_config.epochs,
             shuffle=True,
             callbacks=[LearningRateLogger(), *callbacks],

@@ -20,6 +20,7 @@ from cnn_pipeline import paths
 from cnn_pipeline.accelerators import check_device, describe_run, detect
 from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.config import AnyModelConfig, AugmentConfig, MlflowConfig, TrainConfig
+from cnn_pipeline.distribution import describe_parallelism
 from cnn_pipeline.errors import TrainingInterrupted
 from cnn_pipeline.models.receptive_field import describe, receptive_fields
 from cnn_pipeline.prepared import DatasetInfo, Split, load_info, load_split
@@ -138,10 +139,12 @@ def run(
     run_description: runs.RunDescription,
     experiment_id: str,
     workdir: Path,
+    resumable: bool = True,
 ) -> TrainResult:
     """Train on workdir/data/prepared and write the model and its records under workdir,
     recorded in an MLflow run of `experiment_id` (`store.open_experiment`), continued
-    where an interrupted training of the same configuration left one."""
+    where an interrupted training of the same configuration left one. `resumable=False` (on
+    several processes, where only process 0 could restore a backup) always starts afresh."""
     prepared_dir = workdir / paths.PREPARED_DIR
     info: DatasetInfo = load_info(prepared_dir)
     splits = {name: load_split(prepared_dir, name) for name in ("train", "validation", "test")}
@@ -151,7 +154,7 @@ def run(
         context.repo_root,
         fingerprint(run_description.params, sorted(prepared_dir.iterdir())),
     )
-    run_id = state.run_id() if state.is_resumable() else None
+    run_id = state.run_id() if resumable and state.is_resumable() else None
     if run_id is not None and runs.continue_run(run_id):
         logger.info("resuming the interrupted training (MLflow run %s)", run_id)
     else:
@@ -173,8 +176,10 @@ def run(
         device = accelerators.describe()
         # device, backend, precision, GPU model and count, driver and CUDA versions
         ran_on = {"device": device, **describe_run(accelerators)}
+        ran_on |= describe_parallelism(accelerators, train_config.distribute)  # processes, devices
         runs.set_tags(ran_on)
         records = EpochRecords(state, info.image_shape[0])
+        backup = [keras.callbacks.BackupAndRestore(str(state.backup_dir), delete_checkpoint=False)]
         try:
             result = train_model(
                 train,
@@ -186,9 +191,7 @@ def run(
                 accelerators=accelerators,
                 callbacks=[
                     records,
-                    keras.callbacks.BackupAndRestore(
-                        str(state.backup_dir), delete_checkpoint=False
-                    ),
+                    *(backup if resumable else []),
                     keras.callbacks.ModelCheckpoint(str(state.checkpoint_dir / CHECKPOINT_NAME)),
                     MlflowEpochLogger(run_id, records),
                 ],
@@ -196,9 +199,10 @@ def run(
         except KeyboardInterrupt:
             runs.end_run("KILLED")
             finished = len(records.rows)
+            then = f"resumes from epoch {finished + 1}" if resumable else "starts afresh"
             raise TrainingInterrupted(
                 f"training interrupted after epoch {finished} of {train_config.epochs}; "
-                f"`dvc repro` resumes from epoch {finished + 1} (MLflow run {run_id})"
+                f"`dvc repro` {then} (MLflow run {run_id})"
             ) from None
         except BaseException:
             runs.end_run("FAILED")
