@@ -10,8 +10,9 @@ arithmetic is spent on values that are thrown away.
   nearly what conv -> norm -> ReLU -> pool computes, on a quarter of the values.
 - Batch normalisation lets training use a large learning rate from the first epoch.
 - Optionally (`dense_units`) a hidden fully connected layer, normalised too, combines the
-  shapes found anywhere in the image before the softmax: it costs a tenth more arithmetic
-  and is what lifts one epoch of training above 99% (experiment=mnist_one_epoch).
+  shapes found anywhere in the image before the softmax: 128 units cost a tenth more
+  arithmetic and, with batches of 128, lift one epoch of training above 99%
+  (experiment=mnist_one_epoch).
 
 On 28x28 inputs with filters [32, 64] it has 35,626 weights, about keras-io's count.
 """
