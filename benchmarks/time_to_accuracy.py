@@ -3,17 +3,21 @@
     python benchmarks/time_to_accuracy.py                     # both arms, stop each at 99.0%
     python benchmarks/time_to_accuracy.py --epochs 15         # fixed epochs, no early stop
     KERAS_BACKEND=jax python benchmarks/time_to_accuracy.py   # another Keras backend
-    python benchmarks/time_to_accuracy.py --throughput        # images/s at batch 128-2048 (GPU)
+    python benchmarks/time_to_accuracy.py --preset mnist_one_epoch --seeds 3  # medians of 3
     python benchmarks/time_to_accuracy.py --arm project --preset mnist_best --no-stop
-    python benchmarks/time_to_accuracy.py --arm project --no-stop train.seed=1  # + overrides
+    python benchmarks/time_to_accuracy.py --arm project --no-stop model.filters=[32,96]
 
 Arm (a) is the keras-io example as published: its layout, pixels scaled to [0, 1], batch 128,
-Adam at 0.001, 10% of the training images held out, 15 epochs. Arm (b) is this project's
-`experiment=mnist_fast` preset, built and compiled by the project's own training code on the
-project's prepared split. Both are evaluated on the 10,000 test images after every epoch;
-only time spent in fit() counts as training time (imports, data loading and the per-epoch
-test evaluation are reported apart). Each arm runs in its own process, so peak memory is
-its own. Real MNIST is read from ../shared/datasets/mnist, or from $CNN_PIPELINE_MNIST_DIR.
+Adam at 0.001, 10% of the training images held out, 15 epochs. Arm (b) is one of this
+project's presets (`--preset`, default `experiment=mnist_fast`), built and compiled by the
+project's own training code on the project's prepared split. Both are evaluated on the 10,000
+test images after every epoch; only time spent in fit() counts as training time (imports,
+data loading and the per-epoch test evaluation are reported apart). Each arm runs in its own
+process, so peak memory is its own. `--seeds N` runs arm (a) then arm (b) with seed 1, then
+both with seed 2, up to N (the seed sets weights, dropout and shuffling), and reports each
+arm's median and range, and the ratio of the medians: keras-io's epoch count to 99% depends
+on its random start. Real MNIST is read from ../shared/datasets/mnist, or from
+$CNN_PIPELINE_MNIST_DIR.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -61,9 +66,11 @@ def _keras_io_model() -> Any:
     )
 
 
-def _arm_keras_io(epochs: int, stop_at_target: bool) -> dict[str, Any]:
+def _arm_keras_io(epochs: int, stop_at_target: bool, seed: int | None) -> dict[str, Any]:
     import keras
 
+    if seed is not None:
+        keras.utils.set_random_seed(seed)  # weights, dropout and the shuffling of each epoch
     started = time.perf_counter()
     images, labels, test_images, test_labels = _load_mnist()
     x = images.astype("float32") / 255
@@ -81,7 +88,7 @@ def _arm_keras_io(epochs: int, stop_at_target: bool) -> dict[str, Any]:
 
 
 def _arm_project(
-    preset: str, overrides: list[str], epochs: int | None, stop_at_target: bool
+    preset: str, overrides: list[str], epochs: int | None, stop_at_target: bool, seed: int | None
 ) -> dict[str, Any]:
     """The project's preset, trained by the project's own training core."""
     import yaml
@@ -99,6 +106,8 @@ def _arm_project(
     train_config = config.train_config(params)
     if epochs is not None:
         train_config = train_config.model_copy(update={"epochs": epochs})
+    if seed is not None:
+        train_config = train_config.model_copy(update={"seed": seed})
     started = time.perf_counter()
     images, labels, test_images, test_labels = _load_mnist()
     raw = RawDataset(images, labels, tuple("0123456789"), test_images, test_labels)
@@ -177,47 +186,11 @@ def _summary(model: Any, probe: Any, training_images: int, load_seconds: float) 
     }
 
 
-def _throughput() -> None:
-    """Training images per second for the MNIST and the 32x32x3 models, batch 128 to 2048,
-    in float32 and in the precision policy the training code picks for this machine."""
-    import keras
-    import numpy as np
-    import yaml
-
-    from cnn_pipeline import accelerators, config
-    from cnn_pipeline.compose import compose_params
-    from cnn_pipeline.models import build_model
-
-    found = accelerators.detect()
-    policies = dict.fromkeys(["float32", accelerators.precision_policy(found)])
-    for preset, shape in (
-        ("experiment=mnist_fast", (28, 28, 1)),
-        ("experiment=cifar10_resnet", (32, 32, 3)),
-    ):
-        params = yaml.safe_load(compose_params(REPO_ROOT / "conf", [preset]))
-        for policy in policies:
-            keras.config.set_dtype_policy(policy)
-            for batch_size in (128, 256, 512, 1024, 2048):
-                model = build_model(config.model_config(params), shape, 10)
-                model.compile(optimizer="adam", loss="categorical_crossentropy")
-                x = np.random.default_rng(0).integers(0, 256, (batch_size * 20, *shape), np.uint8)
-                y = keras.utils.to_categorical(np.arange(len(x)) % 10, 10)
-                warm_up = slice(0, batch_size * 2)
-                model.fit(x[warm_up], y[warm_up], batch_size=batch_size, verbose=0)  # compiles
-                started = time.perf_counter()
-                model.fit(x, y, batch_size=batch_size, epochs=1, verbose=0)
-                rate = len(x) / (time.perf_counter() - started)
-                print(
-                    f"{preset} {shape} {policy} batch {batch_size}: {rate:,.0f} images/s "
-                    f"({found.describe()}, {keras.config.backend()})",
-                    flush=True,
-                )
-
-
 def _run_arm_in_child(
-    arm: str, preset: str, overrides: list[str], epochs: int | None, stop: bool
+    arm: str, seed: int, preset: str, overrides: list[str], epochs: int | None, stop: bool
 ) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--arm", arm, "--preset", preset, *overrides]
+    command = [sys.executable, __file__, "--arm", arm, "--seed", str(seed), "--preset", preset]
+    command += overrides
     if epochs is not None:
         command += ["--epochs", str(epochs)]
     if not stop:
@@ -234,6 +207,28 @@ def _run_arm_in_child(
     return result
 
 
+def _median_and_range(values: list[float], unit: str = "") -> str:
+    low, high = min(values), max(values)
+    return f"{statistics.median(values):.4g}{unit} ({low:.4g}-{high:.4g}{unit})"
+
+
+def _report(name: str, runs: list[dict[str, Any]]) -> float | None:
+    """Print one arm's figures over the seeds; return its median time to the target, or None
+    when a seed never reached it (a median that leaves out the slowest runs would flatter)."""
+    reached = [run for run in runs if run["seconds_to_target"] is not None]
+    line = f"{name}: reached {TARGET:.1%} with {len(reached)} of {len(runs)} seeds"
+    if reached:
+        seconds = _median_and_range([run["seconds_to_target"] for run in reached], " s")
+        epochs = _median_and_range([run["epoch_of_target"] for run in reached])
+        line += f"; median time to it {seconds}, at epoch {epochs}"
+    accuracies = _median_and_range([run["final_test_accuracy"] * 100 for run in runs], "%")
+    rates = _median_and_range([run["images_per_second"] for run in runs])
+    print(f"{line}; final test accuracy {accuracies}; {rates} images/s", flush=True)
+    if len(reached) < len(runs):
+        return None
+    return float(statistics.median(run["seconds_to_target"] for run in runs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, help="epochs per arm (default: as published)")
@@ -244,48 +239,55 @@ def main() -> None:
         help="arm (b)'s conf/experiment/ preset (default: %(default)s)",
     )
     parser.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="run both arms, back to back, with seeds 1 to N (default: %(default)s)",
+    )
+    parser.add_argument(
         "--arm",
         choices=("keras-io", "project"),
         help="run one arm alone and print its figures as JSON",
     )
-    parser.add_argument("--throughput", action="store_true", help="images/s per batch size")
+    parser.add_argument(
+        "--seed", type=int, help="with --arm: the seed (default: the preset's; keras-io: none)"
+    )
     parser.add_argument(
         "overrides", nargs="*", help="arm (b)'s overrides of the preset, e.g. train.epochs=30"
     )
     arguments = parser.parse_args()
-    if arguments.throughput:
-        _throughput()
-        return
     if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
         parser.exit(2, f"real MNIST not found in {MNIST_DIR}: set {MNIST_DIR_VARIABLE}\n")
     stop = not arguments.no_stop
     if arguments.arm == "keras-io":
-        print(json.dumps(_arm_keras_io(arguments.epochs or 15, stop)))
+        print(json.dumps(_arm_keras_io(arguments.epochs or 15, stop, arguments.seed)))
         return
     if arguments.arm == "project":
-        print(
-            json.dumps(_arm_project(arguments.preset, arguments.overrides, arguments.epochs, stop))
+        result = _arm_project(
+            arguments.preset, arguments.overrides, arguments.epochs, stop, arguments.seed
         )
+        print(json.dumps(result))
         return
-    print("arm (a): keras-io Simple MNIST convnet", file=sys.stderr)
-    keras_io = _run_arm_in_child("keras-io", arguments.preset, [], arguments.epochs, stop)
-    print(f"arm (b): project preset experiment={arguments.preset}", file=sys.stderr)
-    project = _run_arm_in_child(
-        "project", arguments.preset, arguments.overrides, arguments.epochs, stop
+    arms = {"(a) keras-io": "keras-io", f"(b) experiment={arguments.preset}": "project"}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in arms}
+    for seed in range(1, arguments.seeds + 1):
+        for name, arm in arms.items():
+            print(f"seed {seed}, arm {name}", file=sys.stderr)
+            overrides = arguments.overrides if arm == "project" else []
+            run = _run_arm_in_child(arm, seed, arguments.preset, overrides, arguments.epochs, stop)
+            runs[name].append(run)
+            print(f"seed {seed} {name}: " + json.dumps(run), flush=True)
+    keras_io, project = (_report(name, arm_runs) for name, arm_runs in runs.items())
+    if keras_io is None or project is None:
+        print(f"an arm did not reach {TARGET:.1%} with every seed: no ratio")
+        return
+    per_seed = [
+        a["seconds_to_target"] / b["seconds_to_target"] for a, b in zip(*runs.values(), strict=True)
+    ]
+    print(
+        f"time to {TARGET:.1%}, ratio of the medians (a)/(b): {keras_io / project:.2f}x "
+        f"(per seed: {', '.join(f'{ratio:.2f}x' for ratio in per_seed)})"
     )
-    for name, result in (("(a) keras-io", keras_io), (f"(b) {arguments.preset}", project)):
-        print(
-            f"{name}: "
-            + ", ".join(
-                f"{key} {value:.4g}" if isinstance(value, float) else f"{key} {value}"
-                for key, value in result.items()
-            )
-        )
-    if keras_io["seconds_to_target"] and project["seconds_to_target"]:
-        ratio = keras_io["seconds_to_target"] / project["seconds_to_target"]
-        print(f"time to {TARGET:.1%}: (a)/(b) = {ratio:.2f}")
-    else:
-        print(f"an arm did not reach {TARGET:.1%}: no ratio")
 
 
 if __name__ == "__main__":

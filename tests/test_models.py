@@ -30,7 +30,12 @@ SIMPLE_CNN_BN = SIMPLE_CNN.model_copy(
     update={"min_input_size": None, "padding": "same", "batch_norm": True}
 )
 FAST_CNN = FastCnnConfig(
-    name="fast_cnn", min_input_size=28, filters=[32, 64], stem_kernel_size=5, dropout_rate=0.0
+    name="fast_cnn",
+    min_input_size=28,
+    filters=[32, 64],
+    stem_kernel_size=5,
+    dense_units=None,
+    dropout_rate=0.0,
 )
 RESNET = ResNetConfig(
     name="resnet", min_input_size=None, filters=[16, 32, 64], blocks_per_stage=3, dropout_rate=0.0
@@ -95,6 +100,20 @@ def test_fast_cnn_strides_its_stem_and_pools_before_normalising() -> None:
     names = [layer.name for layer in model.layers]
     assert names.index("pool1") < names.index("batch_norm1") < names.index("relu1")
     assert model.count_params() == 35_626  # keras-io's size, within 2%
+
+
+def test_fast_cnn_can_put_a_normalised_hidden_layer_before_the_softmax() -> None:
+    model = build_model(FAST_CNN.model_copy(update={"dense_units": 256}), (28, 28, 1), 10)
+    shapes = {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
+    assert shapes["flatten"] == (1600,)
+    assert shapes["dense"] == shapes["dense_relu"] == (256,)
+    names = [layer.name for layer in model.layers]
+    assert names.index("dense") < names.index("dense_batch_norm") < names.index("dense_relu")
+    softmax_on_features = 1600 * 10 + 10
+    # No bias in the hidden layer (batch norm's shift replaces it); batch norm keeps 4 numbers
+    # per unit (scale, shift, and the running mean and variance).
+    hidden_then_softmax = 1600 * 256 + 4 * 256 + (256 * 10 + 10)
+    assert model.count_params() == 35_626 - softmax_on_features + hidden_then_softmax
 
 
 def test_lenet5_matches_the_paper_layout() -> None:

@@ -96,6 +96,7 @@ class FastCnnConfig(_Section):
     min_input_size: PositiveInt | None
     filters: Annotated[list[PositiveInt], Field(min_length=1)]
     stem_kernel_size: PositiveInt
+    dense_units: PositiveInt | None
     dropout_rate: Annotated[float, Field(ge=0, lt=1)]
 
 

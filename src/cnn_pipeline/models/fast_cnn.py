@@ -9,6 +9,10 @@ arithmetic is spent on values that are thrown away.
   shift-and-scale with a positive scale and ReLU keep that order, so the block computes
   nearly what conv -> norm -> ReLU -> pool computes, on a quarter of the values.
 - Batch normalisation lets training use a large learning rate from the first epoch.
+- Optionally (`dense_units`) a hidden fully connected layer, normalised too, combines the
+  shapes found anywhere in the image before the softmax: 128 units cost a tenth more
+  arithmetic and, with batches of 128, lift one epoch of training above 99%
+  (experiment=mnist_one_epoch).
 
 On 28x28 inputs with filters [32, 64] it has 35,626 weights, about keras-io's count.
 """
@@ -36,4 +40,8 @@ def features(config: FastCnnConfig, x: keras.KerasTensor) -> keras.KerasTensor:
         x = layers.BatchNormalization(momentum=0.9, name=f"batch_norm{block}")(x)
         x = layers.Activation("relu", name=f"relu{block}")(x)
     x = layers.Flatten(name="flatten")(x)
+    if config.dense_units:
+        x = layers.Dense(config.dense_units, use_bias=False, name="dense")(x)
+        x = layers.BatchNormalization(momentum=0.9, name="dense_batch_norm")(x)
+        x = layers.Activation("relu", name="dense_relu")(x)
     return layers.Dropout(config.dropout_rate, name="dropout")(x)
