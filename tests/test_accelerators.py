@@ -284,9 +284,7 @@ def train_pretending_a_gpu(workdir: Path, device: str) -> subprocess.CompletedPr
 
 
 @pytest.mark.e2e
-def test_train_stage_refuses_gpu_without_one_and_warns_when_auto_leaves_it_unused(
-    prepared_digits: Path,
-) -> None:
+def test_train_stage_refuses_gpu_when_the_backend_sees_none(prepared_digits: Path) -> None:
     pytest.importorskip("jax", reason="the JAX backend test needs jax (a dev dependency)")
     refused = train_pretending_a_gpu(prepared_digits, "gpu")
     assert refused.returncode == 2, refused.stderr[-3000:]
@@ -295,6 +293,12 @@ def test_train_stage_refuses_gpu_without_one_and_warns_when_auto_leaves_it_unuse
     assert "`make pipeline GPU=1`" in line
     assert not (prepared_digits / "models/model.keras").exists()
 
+
+@pytest.mark.slow  # a whole training (about 25 s here): `make test-all`
+def test_train_stage_warns_when_auto_leaves_a_gpu_unused_and_records_it(
+    prepared_digits: Path,
+) -> None:
+    pytest.importorskip("jax", reason="the JAX backend test needs jax (a dev dependency)")
     trained = train_pretending_a_gpu(prepared_digits, "auto")
     assert trained.returncode == 0, trained.stderr[-3000:]
     warnings = [line for line in trained.stderr.splitlines() if "sees none" in line]

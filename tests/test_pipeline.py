@@ -140,6 +140,7 @@ def test_mlflow_run_holds_params_metrics_model_and_tags(repo: Path) -> None:
     assert [version.run_id for version in versions] == [run_id]
 
 
+@pytest.mark.slow  # promote, then predict twice (two TensorFlow starts): `make test-all`
 def test_registered_versions_carry_test_results_and_promote_sets_the_champion(
     repo: Path, tmp_path: Path
 ) -> None:

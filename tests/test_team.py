@@ -154,6 +154,7 @@ def test_repro_logs_run_metrics_and_model_to_the_server(
     assert not (team_repo / "mlflow.db").exists()
 
 
+@pytest.mark.slow  # a second training against the server: `make test-all`
 def test_new_experiment_on_a_server_keeps_artifacts_on_the_server(
     server: team_server.TeamServer,
     team_repo: Path,
