@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -65,6 +66,17 @@ def jax_cuda_installed() -> bool:
             continue
         return True
     return False
+
+
+def pinned_versions(packages: Iterable[str]) -> list[str]:
+    """'keras==3.15.1' for each installed package, the bare name for one that is not."""
+    pinned = []
+    for package in packages:
+        try:
+            pinned.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            pinned.append(package)
+    return pinned
 
 
 def default_backend() -> str:

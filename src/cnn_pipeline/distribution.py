@@ -42,12 +42,8 @@ def data_parallel(devices: list[str]) -> Iterator[None]:
             # Several processes: each feeds its own share already (`process_share`).
             auto_shard_dataset=process_count(backend) < 2,
         )
-        previous = keras.distribution.distribution()
-        keras.distribution.set_distribution(distribution)
-        try:
+        with using_distribution(distribution):
             yield
-        finally:
-            keras.distribution.set_distribution(previous)
     else:
         raise NotImplementedError(f"data-parallel training is not supported on {backend}")
 
@@ -110,8 +106,16 @@ def outside_distribution() -> Iterator[None]:
     optimizer) is placed on every process's devices, a collective that all processes must
     join: one process alone would stop them all ('passed to device_put is not the same on
     each process'). Reading the replicated weights needs no other process."""
+    with using_distribution(None):
+        yield
+
+
+@contextlib.contextmanager
+def using_distribution(distribution: Any) -> Iterator[None]:
+    """Keras's global distribution set to `distribution` (None: none) inside, the one before
+    restored after."""
     previous = keras.distribution.distribution()
-    keras.distribution.set_distribution(None)
+    keras.distribution.set_distribution(distribution)
     try:
         yield
     finally:

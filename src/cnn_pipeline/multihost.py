@@ -25,13 +25,13 @@ import sys
 import traceback
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cnn_pipeline import paths
+from cnn_pipeline.accelerators import pinned_versions
 from cnn_pipeline.config import AnyModelConfig, AugmentConfig, TrainConfig
 from cnn_pipeline.errors import TrainingInterrupted, UserError, first_line
 from cnn_pipeline.prepared import INFO_FILE, SPLITS, load_split
@@ -136,12 +136,7 @@ def _first_node(node_list: str) -> str:
 def digests(trained_params: Mapping[str, Any], prepared_dir: Path) -> dict[str, str]:
     """What must be equal on every process: the params the train stage reads, the prepared
     data, the package's code and the libraries that train."""
-    libraries = []
-    for package in LIBRARIES:
-        try:
-            libraries.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            libraries.append(package)
+    libraries = pinned_versions(LIBRARIES)
     return {
         "params (params.yaml)": digest(trained_params, []),
         f"data ({paths.PREPARED_DIR})": _data_digest(prepared_dir),

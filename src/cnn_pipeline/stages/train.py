@@ -17,7 +17,7 @@ from typing import Any
 import keras
 
 from cnn_pipeline import paths
-from cnn_pipeline.accelerators import check_device, describe_run, detect
+from cnn_pipeline.accelerators import check_device, describe_run, detect, pinned_versions
 from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.config import AnyModelConfig, AugmentConfig, MlflowConfig, TrainConfig
 from cnn_pipeline.distribution import describe_parallelism
@@ -50,16 +50,8 @@ def serving_requirements() -> list[str]:
     Given explicitly, because MLflow's own inference of them loads the model again in a
     subprocess (a second TensorFlow import): 11.8 s against 0.7 s here.
     """
-    from importlib.metadata import PackageNotFoundError, version
-
-    packages = ("keras", "numpy", "pandas", *BACKEND_PACKAGES.get(keras.config.backend(), ()))
-    requirements = []
-    for package in packages:
-        try:
-            requirements.append(f"{package}=={version(package)}")
-        except PackageNotFoundError:
-            requirements.append(package)
-    return requirements
+    backend_packages = BACKEND_PACKAGES.get(keras.config.backend(), ())
+    return pinned_versions(("keras", "numpy", "pandas", *backend_packages))
 
 
 class EpochRecords(keras.callbacks.Callback):  # type: ignore[misc]
