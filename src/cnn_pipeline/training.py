@@ -30,6 +30,12 @@ from cnn_pipeline.distribution import (
 from cnn_pipeline.models import build_model
 from cnn_pipeline.prepared import DatasetInfo, Split
 
+# Training steps that each call into the backend runs back to back before Python sees a
+# batch again: the same steps in the same order (bit-identical weights here), with less
+# Python between them. 32 against 1: fit of the digits default 12.0 s against 16.2 s on this
+# CPU. Callbacks still run at every epoch's end.
+STEPS_PER_EXECUTION = 32
+
 # One row of the training history per epoch, in this order (metrics/train_history.csv).
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate")
 
@@ -141,6 +147,7 @@ def compiled_model(
         optimizer=make_optimizer(train_config, training_images),
         loss=train_config.loss,
         metrics=["accuracy"],
+        steps_per_execution=STEPS_PER_EXECUTION,
     )
     return model
 
