@@ -26,6 +26,7 @@ from cnn_pipeline.accelerators import (
 )
 from cnn_pipeline.distribution import training_devices
 from cnn_pipeline.errors import UserError
+from cnn_pipeline.prepared import values_in_test_split
 
 from conftest import BIN_DIR, REPO_ROOT, command_environment, run_command
 
@@ -196,10 +197,19 @@ def test_the_fix_named_depends_on_what_is_installed(monkeypatch: pytest.MonkeyPa
     with pytest.raises(UserError, match="JAX's CUDA plugin is installed but could not"):
         check_device("gpu", Accelerators("jax", (), DRIVER))
     assert accelerators.default_backend() == "jax"
-    assert accelerators.default_backend(inference_only=True) == "jax"
+    assert accelerators.default_backend(predicted_values=23_000) == "jax"
     monkeypatch.setattr(accelerators, "jax_cuda_installed", lambda: False)
     assert accelerators.default_backend() == "tensorflow"
-    assert accelerators.default_backend(inference_only=True) == "numpy"
+    # Predicting a small test set, the numpy backend; a large one, TensorFlow.
+    assert accelerators.default_backend(predicted_values=23_000) == "numpy"
+    assert accelerators.default_backend(predicted_values=7_840_000) == "tensorflow"
+
+
+def test_the_test_set_size_comes_from_dataset_json(tmp_path: Path) -> None:
+    info = {"image_shape": [8, 8, 1], "counts": {"test": [36, 35], "train": [500, 500]}}
+    (tmp_path / "dataset.json").write_text(json.dumps(info))
+    assert values_in_test_split(tmp_path) == 71 * 8 * 8
+    assert values_in_test_split(tmp_path / "not-prepared-yet") is None
 
 
 def test_run_description_names_backend_precision_gpus_driver_and_cuda() -> None:

@@ -79,18 +79,25 @@ def pinned_versions(packages: Iterable[str]) -> list[str]:
     return pinned
 
 
-def default_backend(inference_only: bool = False) -> str:
+# Keras's numpy backend predicts up to this many pixel values (images x height x width x
+# channels) where a stage only predicts: it starts without TensorFlow (2.5 s against 5.5 s
+# here), whose faster convolutions win on more (ResNet-20 over CIFAR-10's 10,000 test images:
+# 36 s against 10 s). Digits' test set is 23k values; MNIST's, 7.8M.
+NUMPY_BACKEND_MAX_VALUES = 1_000_000
+
+
+def default_backend(predicted_values: int | None = None) -> str:
     """The Keras backend `cnn-pipeline` uses where KERAS_BACKEND is not set: JAX where the GPU
     install put JAX's CUDA plugin (README, "Speed, GPUs": JAX is the backend measured on
-    GPUs), TensorFlow otherwise (Keras's own default).
-
-    `inference_only` (evaluate, report, predict: a trained model's forward pass, no training):
-    Keras's numpy backend instead of TensorFlow. A `.keras` file loads in any backend, and the
-    numpy one starts in half TensorFlow's time (2.5 s against 5.5 s here), with the same
-    predicted classes and probabilities within 1e-6."""
+    GPUs), TensorFlow otherwise (Keras's own default), and Keras's numpy backend for a stage
+    that only runs a trained model over `predicted_values` of at most
+    NUMPY_BACKEND_MAX_VALUES (a `.keras` file loads in any backend; the predictions agree with
+    TensorFlow's within 1e-6)."""
     if jax_cuda_installed():
         return "jax"
-    return "numpy" if inference_only else "tensorflow"
+    if predicted_values is not None and predicted_values <= NUMPY_BACKEND_MAX_VALUES:
+        return "numpy"
+    return "tensorflow"
 
 
 def nvidia_driver(driver_file: Path = NVIDIA_DRIVER_FILE) -> NvidiaDriver | None:

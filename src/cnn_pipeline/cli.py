@@ -111,7 +111,7 @@ STAGES: dict[str, tuple[Callable[[dict[str, Any], Path], None], str]] = {
     "evaluate": (_evaluate, "test the model on the test set; write metrics/ and log to MLflow"),
     "report": (_report, "draw filters, activations, mistakes, calibration into reports/"),
 }
-INFERENCE_COMMANDS = ("evaluate", "report", "predict")  # a trained model only predicts
+TESTING = ("evaluate", "report")  # stages that run the trained model over the test set
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -263,11 +263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # train stage then keeps its finished epochs and ends its MLflow run as KILLED.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     # Before any stage imports Keras, which reads it once (an exported value wins): JAX with
-    # the GPU install, Keras's numpy backend where a trained model only predicts, else TensorFlow.
+    # the GPU install, Keras's numpy backend for a small test set, else TensorFlow.
     from cnn_pipeline.accelerators import default_backend, nvidia_driver
+    from cnn_pipeline.prepared import values_in_test_split
 
-    inference_only = arguments.command in INFERENCE_COMMANDS
-    os.environ.setdefault("KERAS_BACKEND", default_backend(inference_only))
+    predicted = values_in_test_split(paths.PREPARED_DIR) if arguments.command in TESTING else None
+    os.environ.setdefault("KERAS_BACKEND", default_backend(predicted))
     # TensorFlow's C++ notices: without an NVIDIA driver its only errors are its failing
     # look for CUDA and attributes its tf.data graphs carry ("use_unbounded_threadpool"),
     # noise that reads as failure; with a driver its errors may matter and still show.

@@ -88,3 +88,13 @@ def load_info(prepared_dir: Path) -> DatasetInfo:
         channel_variance=tuple(document["train_channel_variance"]),
         polarity=polarity,
     )
+
+
+def values_in_test_split(prepared_dir: Path) -> int | None:
+    """How many pixel values the test split holds (images x height x width x channels), read
+    from dataset.json without loading any array; None where it cannot be read."""
+    try:
+        document = json.loads((prepared_dir / INFO_FILE).read_text(encoding="utf-8"))
+        return int(sum(document["counts"]["test"]) * np.prod(document["image_shape"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
