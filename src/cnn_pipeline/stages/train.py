@@ -22,6 +22,7 @@ from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.config import AnyModelConfig, AugmentConfig, MlflowConfig, TrainConfig
 from cnn_pipeline.distribution import describe_parallelism
 from cnn_pipeline.errors import TrainingInterrupted
+from cnn_pipeline.interrupts import WritesUninterrupted, interrupts_held
 from cnn_pipeline.models.receptive_field import describe, receptive_fields
 from cnn_pipeline.prepared import DatasetInfo, Split, load_info, load_split
 from cnn_pipeline.resume import ResumeState, fingerprint, interrupted_run_ids
@@ -182,10 +183,16 @@ def run(
                 train_config,
                 accelerators=accelerators,
                 callbacks=[
-                    records,
-                    *(backup if resumable else []),
-                    keras.callbacks.ModelCheckpoint(str(state.checkpoint_dir / CHECKPOINT_NAME)),
-                    MlflowEpochLogger(run_id, records),
+                    WritesUninterrupted(
+                        [
+                            records,
+                            *(backup if resumable else []),
+                            keras.callbacks.ModelCheckpoint(
+                                str(state.checkpoint_dir / CHECKPOINT_NAME)
+                            ),
+                            MlflowEpochLogger(run_id, records),
+                        ]
+                    )
                 ],
             )
         except KeyboardInterrupt:
@@ -204,20 +211,15 @@ def run(
             "train_seconds": round(result.seconds, 2),
             "train_images_per_second": round(images_per_second, 1),
         }
-        _write_outputs(
-            result.model,
-            records,
-            speed,
-            {"device": device, **ran_on},
-            info,
-            train,
-            mlflow_config,
-            workdir,
-        )
-        write_json({"run_id": run_id, "experiment_id": experiment_id}, workdir / paths.RUN_FILE)
-        with atomic_path(workdir / paths.CHECKPOINT_DIR) as staged_checkpoints:
-            state.checkpoint_dir.rename(staged_checkpoints)
-        state.discard()
+        with interrupts_held():
+            ran_on = {"device": device, **ran_on}
+            _write_outputs(
+                result.model, records, speed, ran_on, info, train, mlflow_config, workdir
+            )
+            write_json({"run_id": run_id, "experiment_id": experiment_id}, workdir / paths.RUN_FILE)
+            with atomic_path(workdir / paths.CHECKPOINT_DIR) as staged_checkpoints:
+                state.checkpoint_dir.rename(staged_checkpoints)
+            state.discard()
     logger.info(
         "trained %s on %s in %.1f s on %s (MLflow run %s)",
         model_config.name,

@@ -1,0 +1,56 @@
+"""Ctrl-C and `kill` wait for the file being written (interrupts.py)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+from cnn_pipeline.interrupts import WritesUninterrupted, interrupts_held
+
+
+class InterruptedMidway(keras.callbacks.Callback):  # type: ignore[misc]
+    """Saves the model at each epoch's end, with a Ctrl-C arriving while it does."""
+
+    def __init__(self, folder: Path, signal_number: int) -> None:
+        super().__init__()
+        self.folder = folder
+        self.signal_number = signal_number
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        signal.raise_signal(self.signal_number)
+        self.model.save(self.folder / f"epoch_{epoch + 1}.keras")
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_an_interruption_waits_for_the_epochs_files_then_stops_training(
+    tmp_path: Path, signal_number: int
+) -> None:
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # as cli.py sets it
+    try:
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        model.compile(optimizer="adam", loss="mse")
+        callback = WritesUninterrupted([InterruptedMidway(tmp_path, signal_number)])
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(np.ones((8, 4)), np.ones((8, 2)), epochs=3, verbose=0, callbacks=[callback])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    # The first epoch's file was written whole, and training stopped right after it.
+    assert [path.name for path in tmp_path.iterdir()] == ["epoch_1.keras"]
+    assert keras.saving.load_model(tmp_path / "epoch_1.keras").count_params() == 10
+
+
+def test_a_held_interruption_comes_after_the_block_and_handlers_are_restored() -> None:
+    steps = []
+    with pytest.raises(KeyboardInterrupt), interrupts_held():
+        signal.raise_signal(signal.SIGINT)
+        steps.append("after the signal")
+    assert steps == ["after the signal"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with interrupts_held():  # nothing came: nothing is raised
+        steps.append("quiet")
+    assert steps == ["after the signal", "quiet"]
