@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +27,27 @@ class InterruptedMidway(keras.callbacks.Callback):  # type: ignore[misc]
         self.model.save(self.folder / f"epoch_{epoch + 1}.keras")
 
 
+@pytest.fixture(autouse=True)
+def interrupts_stop_python() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, as in `cnn-pipeline` run from a terminal
+    (a test suite run as a background job of a non-interactive shell ignores SIGINT)."""
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    for number in previous:
+        signal.signal(number, signal.default_int_handler)
+    yield
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
 @pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
 def test_an_interruption_waits_for_the_epochs_files_then_stops_training(
     tmp_path: Path, signal_number: int
 ) -> None:
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # as cli.py sets it
-    try:
-        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-        model.compile(optimizer="adam", loss="mse")
-        callback = WritesUninterrupted([InterruptedMidway(tmp_path, signal_number)])
-        with pytest.raises(KeyboardInterrupt):
-            model.fit(np.ones((8, 4)), np.ones((8, 2)), epochs=3, verbose=0, callbacks=[callback])
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    callback = WritesUninterrupted([InterruptedMidway(tmp_path, signal_number)])
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(np.ones((8, 4)), np.ones((8, 2)), epochs=3, verbose=0, callbacks=[callback])
     # The first epoch's file was written whole, and training stopped right after it.
     assert [path.name for path in tmp_path.iterdir()] == ["epoch_1.keras"]
     assert keras.saving.load_model(tmp_path / "epoch_1.keras").count_params() == 10

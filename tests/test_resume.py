@@ -40,6 +40,9 @@ def interrupted_repro(repo: Path, at_line: str, signal_number: int) -> tuple[int
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        # As from a terminal: a test suite run as a background job of a non-interactive shell
+        # (some CI runners) would hand its ignored SIGINT down to dvc and the stage.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout is not None
     printed = []
