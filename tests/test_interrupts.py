@@ -1,4 +1,5 @@
-"""Ctrl-C and `kill` wait for the file being written (interrupts.py)."""
+"""Ctrl-C and `kill` wait for the file being written (interrupts.py), and a backup that `kill -9`
+truncated is not resumed (resume.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from cnn_pipeline.interrupts import WritesUninterrupted, interrupts_held
+from cnn_pipeline.resume import ResumeState
 
 
 class InterruptedMidway(keras.callbacks.Callback):  # type: ignore[misc]
@@ -63,3 +65,22 @@ def test_a_held_interruption_comes_after_the_block_and_handlers_are_restored() -
     with interrupts_held():  # nothing came: nothing is raised
         steps.append("quiet")
     assert steps == ["after the signal", "quiet"]
+
+
+def test_only_a_backup_that_reads_whole_is_resumed(tmp_path: Path) -> None:
+    state = ResumeState(tmp_path / "state")
+    state.backup_dir.mkdir(parents=True)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.ones((8, 4)), np.ones((8, 2)), epochs=1, verbose=0)
+    model.save_weights(state.backup_dir / "latest.weights.h5")  # as BackupAndRestore writes it
+    (state.backup_dir / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+    assert state.has_backup() and state.is_resumable()
+
+    weights = state.backup_dir / "latest.weights.h5"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])  # a kill -9 during the write
+    assert state.has_backup() and not state.is_resumable()
+    weights.write_bytes(whole)
+    (state.backup_dir / "training_metadata.json").write_text('{"epoch": 1, "ba')
+    assert not state.is_resumable()

@@ -138,3 +138,19 @@ def test_changed_params_start_afresh_instead_of_resuming_another_configuration(
     assert f"Epoch 1/{EPOCHS}" in fresh
     statuses = sorted(run.info.status for run in mlflow_runs(repo))
     assert statuses == ["FINISHED", "KILLED"]
+
+
+@pytest.mark.slow
+def test_a_backup_truncated_by_kill_9_starts_afresh_instead_of_failing_every_run(
+    repo: Path,
+) -> None:
+    interrupted_repro(repo, "Epoch 3/", signal.SIGINT)
+    (backup,) = (repo / ".dvc/tmp/train-resume").glob("*/backup/latest.weights.h5")
+    backup.write_bytes(backup.read_bytes()[: backup.stat().st_size // 2])  # as a kill -9 leaves it
+    fresh = repro_train(repo)
+    assert "the interrupted training's backup cannot be read: training starts afresh" in fresh
+    assert "resuming" not in fresh
+    assert f"Epoch 1/{EPOCHS}" in fresh
+    assert history_epochs(repo) == list(range(1, EPOCHS + 1))
+    statuses = sorted(run.info.status for run in mlflow_runs(repo))
+    assert statuses == ["FINISHED", "KILLED"]

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
+
 from cnn_pipeline.atomic import write_json
 
 RESUME_DIR = Path(".dvc/tmp/train-resume")
@@ -77,9 +79,23 @@ class ResumeState:
     def prepare(self) -> None:
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
 
-    def is_resumable(self) -> bool:
+    def has_backup(self) -> bool:
         """True where an earlier training of the same configuration finished some epochs."""
         return (self.backup_dir / "training_metadata.json").is_file()
+
+    def is_resumable(self) -> bool:
+        """True where that training's backup can be read whole. `kill -9` during its write
+        leaves it truncated (1 of 11 kills at random moments here); Keras would then fail
+        to load it on every later run."""
+        if not self.has_backup():
+            return False
+        try:
+            json.loads((self.backup_dir / "training_metadata.json").read_text(encoding="utf-8"))
+            with h5py.File(self.backup_dir / "latest.weights.h5", "r") as weights:
+                weights.visititems(_read_dataset)
+        except (OSError, ValueError, KeyError):
+            return False
+        return True
 
     def history(self) -> list[dict[str, float]]:
         if not self.history_file.is_file():
@@ -110,6 +126,11 @@ class ResumeState:
         with (self.folder / "lock").open("a") as stream:
             fcntl.flock(stream, fcntl.LOCK_EX)
             yield
+
+
+def _read_dataset(name: str, item: h5py.Group | h5py.Dataset) -> None:
+    if isinstance(item, h5py.Dataset):
+        item[()]  # reads it: a truncated file fails here
 
 
 def interrupted_run_ids(repo_root: Path) -> list[str]:

@@ -147,6 +147,8 @@ def run(
         context.repo_root,
         fingerprint(run_description.params, sorted(prepared_dir.iterdir())),
     )
+    if resumable and state.has_backup() and not state.is_resumable():
+        logger.warning("the interrupted training's backup cannot be read: training starts afresh")
     run_id = state.run_id() if resumable and state.is_resumable() else None
     if run_id is not None and runs.continue_run(run_id):
         logger.info("resuming the interrupted training (MLflow run %s)", run_id)
