@@ -44,6 +44,9 @@ def command_environment(**extra: str) -> dict[str, str]:
     """The environment for `dvc` and `cnn-pipeline` subprocesses: this venv first on PATH,
     no MLflow store from the caller's shell, quiet TensorFlow."""
     environment = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    # As from a user's shell: tests that run cli.main in this process leave the KERAS_BACKEND
+    # it picked in os.environ, which would otherwise reach every later stage started here.
+    environment.pop("KERAS_BACKEND", None)
     environment["PATH"] = f"{BIN_DIR}{os.pathsep}{environment.get('PATH', '')}"
     environment["TF_CPP_MIN_LOG_LEVEL"] = "2"
     environment.update(extra)
