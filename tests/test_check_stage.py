@@ -1,5 +1,6 @@
 """A bad value costs nothing: `dvc repro` and `dvc exp run` stop at the check stage, before DVC
-deletes any stage's outputs, with the one line the stage reading the value would print."""
+deletes any stage's outputs, with the one line the stage reading the value would print and that
+stage's name."""
 
 from __future__ import annotations
 
@@ -40,38 +41,38 @@ def repo(trained_pipeline: TrainedPipeline, tmp_path_factory: pytest.TempPathFac
 BAD_VALUES = [
     (
         {"data": {"validation_fraction": 1.5}},
-        "cnn-pipeline download: error: params.yaml: data.validation_fraction = 1.5 is invalid: "
-        "Input should be less than 1",
+        "cnn-pipeline check: error: params.yaml: data.validation_fraction = 1.5 is invalid: "
+        "Input should be less than 1 (read by the download stage)",
     ),
     (
         {"model": {"dropout_rate": 1.0}},
-        "cnn-pipeline train: error: params.yaml: model.dropout_rate = 1.0 is invalid: "
-        "Input should be less than 1",
+        "cnn-pipeline check: error: params.yaml: model.dropout_rate = 1.0 is invalid: "
+        "Input should be less than 1 (read by the train stage)",
     ),
     (
         {"augment": {"rotate": 0.9}},
-        "cnn-pipeline train: error: params.yaml: augment.rotate = 0.9 is invalid: "
-        "Input should be less than or equal to 0.5",
+        "cnn-pipeline check: error: params.yaml: augment.rotate = 0.9 is invalid: "
+        "Input should be less than or equal to 0.5 (read by the train stage)",
     ),
     (
         {"train": {"learning_rate": -1}},
-        "cnn-pipeline train: error: params.yaml: train.learning_rate = -1 is invalid: "
-        "Input should be greater than 0",
+        "cnn-pipeline check: error: params.yaml: train.learning_rate = -1 is invalid: "
+        "Input should be greater than 0 (read by the train stage)",
     ),
     (
         {"mlflow": {"experiment_name": ""}},
-        "cnn-pipeline train: error: params.yaml: mlflow.experiment_name = '' is invalid: "
-        "String should have at least 1 character",
+        "cnn-pipeline check: error: params.yaml: mlflow.experiment_name = '' is invalid: "
+        "String should have at least 1 character (read by the train stage)",
     ),
     (
         {"evaluate": {"batch_size": 0}},
-        "cnn-pipeline evaluate: error: params.yaml: evaluate.batch_size = 0 is invalid: "
-        "Input should be greater than 0",
+        "cnn-pipeline check: error: params.yaml: evaluate.batch_size = 0 is invalid: "
+        "Input should be greater than 0 (read by the evaluate stage)",
     ),
     (
         {"report": {"calibration_bins": 1}},
-        "cnn-pipeline report: error: params.yaml: report.calibration_bins = 1 is invalid: "
-        "Input should be greater than or equal to 2",
+        "cnn-pipeline check: error: params.yaml: report.calibration_bins = 1 is invalid: "
+        "Input should be greater than or equal to 2 (read by the report stage)",
     ),
     (
         # An input the download stage would reject, found without reading any image.
@@ -83,8 +84,9 @@ BAD_VALUES = [
                 "color_mode": "grayscale",
             }
         },
-        "cnn-pipeline download: error: params.yaml: data.path = 'no/such/folder' is not a "
-        "folder: give a folder with one sub-folder of images per class",
+        "cnn-pipeline check: error: params.yaml: data.path = 'no/such/folder' is not a "
+        "folder: give a folder with one sub-folder of images per class "
+        "(read by the download stage)",
     ),
 ]
 
@@ -122,19 +124,24 @@ def test_bad_value_stops_dvc_repro_before_any_output_is_deleted(
     assert output_digests(repo) == before
 
 
-def test_bad_value_stops_dvc_exp_run_too(repo: Path) -> None:
+def test_bad_value_stops_dvc_exp_run_before_it_writes_anything(repo: Path) -> None:
+    """`dvc exp run` composes params.yaml first: a value the stages would refuse stops it
+    there (hydra_plugins/), before params.yaml is rewritten or any stage runs."""
     before = output_digests(repo)
+    params_before = (repo / "params.yaml").read_text()
     result = run_command(
         ["dvc", "exp", "run", "-S", "train.epochs=2", "-S", "train.learning_rate=-0.1"],
         repo,
         check=False,
     )
-    run_command(["git", "checkout", "--", "params.yaml"], repo)
     assert result.returncode != 0
-    assert _error_lines(result.stdout + result.stderr) == [
-        "cnn-pipeline train: error: params.yaml: train.learning_rate = -0.1 is invalid: "
-        "Input should be greater than 0"
-    ]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ERROR: cnn-pipeline: nothing was run or queued: the stages would refuse this "
+        "params.yaml: params.yaml: train.learning_rate = -0.1 is invalid: Input should be "
+        "greater than 0"
+    ), result.stderr
+    assert running_stages(result.stdout) == []
+    assert (repo / "params.yaml").read_text() == params_before
     assert output_digests(repo) == before
 
 

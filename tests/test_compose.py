@@ -1,7 +1,9 @@
-"""`cnn-pipeline params` checks before it writes; `dvc exp run` says when it drops a hand edit."""
+"""`cnn-pipeline params` checks before it writes and keeps what params.yaml holds; `dvc exp run`
+stops before it would drop it."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import yaml
 
 from cnn_pipeline import cli
 from cnn_pipeline.compose import compose_params, find_repository_root, parse_overrides
-from cnn_pipeline.hand_edits import discarded_edits
+from cnn_pipeline.hand_edits import discarded_edits, overrides_that_keep
 
 from conftest import REPO_ROOT, copy_repository, run_command
 
@@ -100,21 +102,50 @@ def test_repository_root_is_found_from_a_subfolder(repo: Path, tmp_path: Path) -
         find_repository_root(outside)
 
 
-def test_params_names_the_hand_edit_it_replaces(
+def test_params_keeps_hand_edits_and_a_switched_network(
     conf_only: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    params_file = conf_only / "params.yaml"
-    params_file.write_text(params_file.read_text().replace("optimizer: adam", "optimizer: sgd"))
+    """A committed `model=lenet5` and a hand edit survive the next `cnn-pipeline params`;
+    `1e-3` (a string to PyYAML's YAML 1.1) counts as the number a person wrote."""
     monkeypatch.chdir(conf_only)
+    assert cli.main(["params", "model=lenet5"]) == 0
+    params_file = conf_only / "params.yaml"
+    params_file.write_text(
+        params_file.read_text().replace("learning_rate: 0.002", "learning_rate: 1e-3")
+    )
+    caplog.set_level("INFO")
 
     assert cli.main(["params", "train.epochs=5"]) == 0
 
-    error = caplog.text
-    assert "loses train.optimizer = 'sgd' (conf/: 'adam')" in error
-    assert "also give train.optimizer=sgd" in error
     params = yaml.safe_load(params_file.read_text())
-    assert params["train"]["optimizer"] == "adam"
-    assert params["train"]["epochs"] == 5
+    assert params["model"] == compose("model=lenet5")["model"]
+    assert (params["train"]["learning_rate"], params["train"]["epochs"]) == (0.001, 5)
+    assert "kept from params.yaml: model=lenet5 train.learning_rate=0.001" in caplog.text
+
+    assert cli.main(["params", "--reset", "train.epochs=5"]) == 0
+
+    assert yaml.safe_load(params_file.read_text()) == compose("train.epochs=5")
+    assert "dropped model.name = 'lenet5' (conf/: 'simple_cnn')" in caplog.text
+
+
+def test_the_fewest_overrides_keep_what_params_yaml_holds() -> None:
+    """Group options stand for many keys; keys the options do not explain follow."""
+    lenet = compose("model=lenet5", "model.dropout_rate=0.2")
+    assert overrides_that_keep(CONF, lenet, ["train.epochs=1,2"]).overrides == [
+        "model=lenet5",
+        "model.dropout_rate=0.2",
+    ]
+    preset = compose("experiment=mnist_fast", "train.epochs=3")
+    assert overrides_that_keep(CONF, preset, []).overrides == [
+        "experiment=mnist_fast",
+        "train.epochs=3",
+    ]
+    added = compose()
+    added["train"]["momentum"] = 0.9  # type: ignore[index]
+    assert overrides_that_keep(CONF, added, []).overrides == ["+train.momentum=0.9"]
+    # A group the user switches is theirs: only the values outside it are kept.
+    assert overrides_that_keep(CONF, lenet, ["model=resnet"]).overrides == []
+    assert overrides_that_keep(CONF, compose(), ["data=mnist"]).lost == []
 
 
 def test_only_values_that_no_override_asked_to_change_count_as_discarded() -> None:
@@ -139,24 +170,55 @@ def test_only_values_that_no_override_asked_to_change_count_as_discarded() -> No
     ]
 
 
-def test_dvc_exp_run_says_which_hand_edit_it_discards(repo: Path) -> None:
-    """Through the real `dvc exp run` (queued, so nothing trains): DVC imports
-    hydra_plugins/ right before it composes, while params.yaml is still the user's."""
-    params_file = repo / "params.yaml"
-    params_file.write_text(params_file.read_text().replace("optimizer: adam", "optimizer: sgd"))
+def _queued(repo: Path) -> list[tuple[str, float]]:
+    """(model.name, train.learning_rate) of each queued experiment, from `dvc exp show`."""
+    shown = json.loads(run_command(["dvc", "exp", "show", "--json"], repo).stdout)
+    return sorted(
+        (params["model"]["name"], params["train"]["learning_rate"])
+        for baseline in shown
+        for experiment in baseline.get("experiments") or []
+        for revision in experiment["revs"]
+        for params in [revision["data"]["params"]["params.yaml"]["data"]]
+    )
 
-    result = run_command(["dvc", "exp", "run", "--queue", "-S", "train.epochs=1"], repo)
 
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("cnn-pipeline")]
-    assert warnings == [
-        "cnn-pipeline: dvc exp run recomposes params.yaml from conf/ and loses "
-        "train.optimizer = 'sgd' (conf/: 'adam'): to keep that, add -S train.optimizer=sgd "
-        "(or use `dvc exp run --no-hydra`, which applies -S to params.yaml as it is)"
-    ], result.stderr
-    assert "optimizer: sgd" in params_file.read_text()  # the workspace itself is left alone
+def test_dvc_exp_run_stops_before_queueing_what_would_drop_a_committed_switch(
+    repo: Path,
+) -> None:
+    """Through the real `dvc exp run --queue` (nothing trains): DVC imports hydra_plugins/
+    right before it composes, while params.yaml is still the user's. A sweep over a committed
+    lenet5 would have trained simple_cnn: it is refused with the command that keeps lenet5,
+    and that command queues lenet5."""
+    run_command(["cnn-pipeline", "params", "model=lenet5"], repo)
+    run_command(["git", "commit", "-q", "-am", "lenet5"], repo)
+    sweep = ["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=0.001,0.003"]
 
-    bad = run_command(["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=abc"], repo)
+    refused = run_command(sweep, repo, check=False)
+
+    assert refused.returncode != 0
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "ERROR: cnn-pipeline: nothing was run or queued: params.yaml holds model=lenet5, which "
+        "conf/ does not, and dvc exp run recomposes params.yaml from conf/ with only its -S. "
+        "To keep them, run: dvc exp run --queue -S train.learning_rate=0.001,0.003 "
+        "-S model=lenet5 (to drop them instead, first run `cnn-pipeline params --reset`)"
+    ), refused.stderr
+    assert "Queued" not in refused.stdout + refused.stderr
+    assert _queued(repo) == []
+    assert run_command(["git", "status", "--porcelain"], repo).stdout == ""
+
+    run_command([*sweep, "-S", "model=lenet5"], repo)
+
+    assert _queued(repo) == [("lenet5", 0.001), ("lenet5", 0.003)]
+
+
+def test_dvc_exp_run_refuses_a_bad_value_of_a_sweep_before_queueing_any(repo: Path) -> None:
+    bad = run_command(
+        ["dvc", "exp", "run", "--queue", "-S", "train.learning_rate=0.01,abc"], repo, check=False
+    )
+    assert bad.returncode != 0
     assert (
-        "cnn-pipeline: the stages will refuse this params.yaml: params.yaml: "
-        "train.learning_rate = 'abc' is invalid: Input should be a valid number"
+        "ERROR: cnn-pipeline: nothing was run or queued: the stages would refuse this "
+        "params.yaml: params.yaml: train.learning_rate = 'abc' is invalid: Input should be a "
+        "valid number"
     ) in bad.stderr
+    assert _queued(repo) == []

@@ -278,3 +278,48 @@ def test_check_params_validates_every_section_and_knows_them_all(params: dict[st
     params["trian"] = params.pop("train")
     with pytest.raises(UserError, match=r"unknown section trian: did you mean train\?"):
         check_params(params)
+
+
+def test_values_are_read_as_people_write_them(tmp_path: Path) -> None:
+    """`1e-3` is 0.001, as DVC and Hydra read it (PyYAML's YAML 1.1 would read text); a
+    quoted number stays text and is refused with what to do."""
+    text = (REPO_ROOT / "params.yaml").read_text().replace("learning_rate: 0.002", "")
+    (tmp_path / "params.yaml").write_text(
+        text.replace("train:\n", "train:\n  learning_rate: 1e-3\n")
+    )
+    params = config.read_params(tmp_path / "params.yaml")
+    assert config.train_config(params).learning_rate == 0.001
+    assert config.load_yaml("a: -2E+4\nb: '1e-3'\nc: e5\nd: 1_000") == {
+        "a": -20000.0,
+        "b": "1e-3",
+        "c": "e5",
+        "d": 1000,
+    }
+    params["train"]["learning_rate"] = "0.01"
+    with pytest.raises(
+        UserError, match="it is quoted, so YAML reads it as text: remove the quotes"
+    ):
+        config.train_config(params)
+
+
+def test_a_renamed_required_key_is_named_with_the_key_it_replaced(params: dict[str, Any]) -> None:
+    params["train"]["lerning_rate"] = params["train"].pop("learning_rate")
+    with pytest.raises(UserError) as raised:
+        config.train_config(params)
+    assert str(raised.value) == (
+        "params.yaml: unknown key train.lerning_rate: did you mean train.learning_rate? "
+        "fix or remove it"
+    )
+
+
+def test_a_network_switched_by_hand_is_answered_with_the_command_that_switches_it(
+    params: dict[str, Any],
+) -> None:
+    params["model"]["name"] = "lenet5"
+    with pytest.raises(UserError) as raised:
+        config.model_config(params)
+    assert str(raised.value) == (
+        "params.yaml: model.name = 'lenet5', but the other model keys are another network's "
+        "(model.activation, model.pooling missing): switch networks with `cnn-pipeline params "
+        "model=lenet5` (keeps your other edits) or `dvc exp run -S model=lenet5`"
+    )

@@ -131,12 +131,19 @@ def _parser() -> argparse.ArgumentParser:
     compose = commands.add_parser(
         "params",
         help="compose conf/ into params.yaml, as `dvc exp run` does",
-        description="Compose conf/ with Hydra overrides (e.g. data=mnist train.epochs=5) into "
-        "params.yaml, exactly as `dvc exp run -S ...` would; then `dvc repro` uses it. The "
-        "result is validated as the stages validate it, and nothing is written if it fails. "
+        description="Compose conf/ with Hydra overrides (e.g. model=lenet5 train.epochs=5) into "
+        "params.yaml, as `dvc exp run -S ...` would, keeping the values of the current "
+        "params.yaml that conf/ does not hold (--reset drops them); then `dvc repro` uses it. "
+        "The result is validated as the stages validate it, and nothing is written if it fails. "
         "Works from any folder of the repository.",
     )
     compose.add_argument("overrides", nargs="*", help="Hydra overrides such as data=mnist")
+    compose.add_argument(
+        "--reset",
+        action="store_true",
+        help="start from conf/ alone; without it, the values of the current params.yaml that "
+        "conf/ does not hold (hand edits, an earlier switch such as model=lenet5) are kept",
+    )
     compose.add_argument(
         "--config-dir",
         type=Path,
@@ -190,28 +197,32 @@ def _parser() -> argparse.ArgumentParser:
 def _compose(arguments: argparse.Namespace) -> None:
     from cnn_pipeline.atomic import atomic_path
     from cnn_pipeline.compose import check_composed, compose_params, find_repository_root
-    from cnn_pipeline.hand_edits import describe_lost, edits_lost_by
+    from cnn_pipeline.hand_edits import describe_lost, kept_edits
 
     if arguments.config_dir is None:
         root = find_repository_root(Path.cwd())
         config_dir, output = root / paths.CONFIG_DIR, arguments.output or root / paths.PARAMS_FILE
     else:  # another conf/ tree: params.yaml here, as a stage run here reads it
         config_dir, output = arguments.config_dir, arguments.output or paths.PARAMS_FILE
-    text = compose_params(config_dir, arguments.overrides)
+    # The values of the current params.yaml that conf/ does not hold are carried over, unless
+    # --reset asks to start from conf/ alone.
+    kept = kept_edits(config_dir, output, arguments.overrides)
+    carried = [] if arguments.reset else kept.overrides
+    text = compose_params(config_dir, [*carried, *arguments.overrides])
     try:
         check_composed(text)
     except UserError as error:
         raise UserError(f"{error} ({output} left unchanged)") from None
-    lost = edits_lost_by(config_dir, output, arguments.overrides)
-    if lost:
-        logger.warning(
-            "%s loses %s: to keep that, also give %s",
-            output.name,
-            describe_lost(lost),
-            " ".join(edit.as_override() for edit in lost),
-        )
     with atomic_path(output) as staged:
         staged.write_text(text, encoding="utf-8")
+    if kept.lost and arguments.reset:
+        logger.info("dropped %s", describe_lost(kept.lost))
+    elif carried:
+        logger.info(
+            "kept from %s: %s (`cnn-pipeline params --reset ...` starts from conf/ alone)",
+            output.name,
+            " ".join(carried),
+        )
     logger.info("wrote %s from %s %s", output, config_dir, " ".join(arguments.overrides))
 
 

@@ -6,6 +6,7 @@ that names the key, the value given and what is allowed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -175,6 +176,26 @@ class MlflowConfig(_Section):
     registered_model_name: Annotated[str, Field(min_length=1)]
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading exponents as YAML 1.2 and people do.
+
+    PyYAML follows YAML 1.1, where a float needs a dot: `learning_rate: 1e-3` would be the
+    string "1e-3", refused as "not a valid number". DVC (ruamel) and Hydra read it as 0.001.
+    """
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse params.yaml's text as its other readers (DVC, Hydra) do: `1e-3` is 0.001."""
+    return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: no Python objects
+
+
 def read_params(params_file: Path) -> dict[str, Any]:
     """Read params.yaml as a plain mapping, with a clear error if it is missing or not YAML."""
     try:
@@ -185,7 +206,7 @@ def read_params(params_file: Path) -> dict[str, Any]:
             "`cnn-pipeline params`"
         ) from None
     try:
-        params = yaml.safe_load(text)
+        params = load_yaml(text)
     except yaml.YAMLError as error:
         raise UserError(f"{params_file} is not valid YAML: {error}".replace("\n", " ")) from None
     if not isinstance(params, dict):
@@ -201,9 +222,32 @@ def _section(params: dict[str, Any], name: str) -> Any:
     return params[name]
 
 
-def _describe(error: ValidationError, prefix: str) -> str:
-    """Turn pydantic's first complaint into one line: key, value given, what is allowed."""
-    detail = error.errors(include_url=False)[0]
+def _hand_switched_model(errors: list[Any], section: Any) -> str | None:
+    """The one line for `model.name` changed by hand: the name is known, but the other keys
+    are another network's. Switching a network is a group switch, which composes its file."""
+    if not isinstance(section, dict) or section.get("name") not in MODEL_NAMES:
+        return None
+    kinds = {detail["type"] for detail in errors}
+    if not {"missing", "extra_forbidden"} <= kinds:
+        return None
+    name = section["name"]
+    missing = [f"model.{detail['loc'][-1]}" for detail in errors if detail["type"] == "missing"]
+    return (
+        f"params.yaml: model.name = {name!r}, but the other model keys are another network's "
+        f"({', '.join(missing)} missing): switch networks with `cnn-pipeline params "
+        f"model={name}` (keeps your other edits) or `dvc exp run -S model={name}`"
+    )
+
+
+def _describe(error: ValidationError, prefix: str, section: Any = None) -> str:
+    """Turn pydantic's complaints into one line: key, value given, what is allowed."""
+    errors = error.errors(include_url=False)
+    if prefix == "model" and (switched := _hand_switched_model(errors, section)):
+        return switched
+    # A renamed key is reported as the required key missing plus an unknown key: name the
+    # unknown one, whose nearest known key is the missing one (`did you mean`).
+    unknown = [detail for detail in errors if detail["type"] == "extra_forbidden"]
+    detail = unknown[0] if unknown else errors[0]
     location = [str(part) for part in detail["loc"]]
     section_class = SECTION_CLASSES.get(prefix)
     # A tagged union adds the tag ("simple_cnn") to the location; the user never wrote it.
@@ -223,7 +267,17 @@ def _describe(error: ValidationError, prefix: str) -> str:
     if detail["type"] == "union_tag_invalid":
         key, given = f"{prefix}.name", detail["ctx"]["tag"]
         message = f"Input should be one of {detail['ctx']['expected_tags']}"
+    if isinstance(given, str) and _looks_like_a_number(given):
+        message += " (it is quoted, so YAML reads it as text: remove the quotes)"
     return f"params.yaml: {key} = {given!r} is invalid: {message}"
+
+
+def _looks_like_a_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 SectionT = TypeVar("SectionT")
@@ -233,7 +287,7 @@ def _validate(adapter: TypeAdapter[SectionT], value: Any, prefix: str) -> Sectio
     try:
         return adapter.validate_python(value)
     except ValidationError as error:
-        raise UserError(_describe(error, prefix)) from None
+        raise UserError(_describe(error, prefix, value)) from None
 
 
 SECTION_CLASSES: dict[str, type[_Section]] = {

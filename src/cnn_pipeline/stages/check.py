@@ -3,8 +3,9 @@ before any other stage runs.
 
 DVC deletes a stage's outputs before it runs the stage's command, so a stage that rejects a
 value itself has already lost its last good outputs. This stage runs first (every other stage
-depends on its output): a bad value stops `dvc repro` or `dvc exp run` here, with the same one
-line the stage reading it would print, and every model, metric and figure stays as it was.
+depends on its output): a bad value stops `dvc repro` or `dvc exp run` here, with the one line
+the stage reading it would print and that stage's name, and every model, metric and figure stays
+as it was.
 
 Its output holds the same content for every valid params.yaml, so a new valid value re-runs
 only the stages that read it. Run as `python -m cnn_pipeline.stages.check` (dvc.yaml does), it
@@ -100,7 +101,8 @@ def main() -> int:
     try:
         check(workdir / paths.PARAMS_FILE, workdir)
     except StageError as error:
-        print(f"cnn-pipeline {error.stage}: error: {error}", file=sys.stderr)
+        reader = "" if error.stage == "check" else f" (read by the {error.stage} stage)"
+        print(f"cnn-pipeline check: error: {error}{reader}", file=sys.stderr)
         return 2
     write_json(VERDICT, workdir / paths.PARAMS_CHECK_FILE)
     logger.info("every section of %s is valid", paths.PARAMS_FILE)
