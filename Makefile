@@ -22,7 +22,7 @@ SYNCED := $(VENV)/.synced-$(FLAVOUR)
 
 # The environment, rebuilt whenever pyproject.toml or uv.lock changes. Bytecode is compiled at
 # install time: where PYTHONDONTWRITEBYTECODE is set, each TensorFlow import would otherwise
-# recompile it (17 s instead of 6 s here).
+# recompile it, tripling the import time (docs: benchmarks).
 # An unsupported $(PYTHON) (see pyproject's requires-python) is refused in one line first.
 $(SYNCED): pyproject.toml uv.lock
 	@test -x $(BIN)/uv || command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: install CPython 3.11.4 to 3.13, or name one: make PYTHON=python3.12 ..." >&2; exit 1; }

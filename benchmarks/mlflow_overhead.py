@@ -37,18 +37,19 @@ from conftest import MNIST_DIR, REPO_ROOT, run_command
 # stand-in that accepts it and does nothing.
 WITHOUT_MLFLOW = """
 import sys
+from cnn_pipeline import epoch_records
 from cnn_pipeline.tracking import registry, runs, store
-from cnn_pipeline.stages import train
 def nothing(*arguments, **keywords):
     return None
 store.open_experiment = lambda *arguments: "0"
 runs.start_run = lambda *arguments: "no-mlflow"
 runs.continue_run = lambda run_id: True
 runs.logged_steps = lambda *arguments: set()
-for name in ("set_tags", "end_run", "mark_killed", "log_datasets"):
+runs.TrainingRun.end = nothing
+for name in ("set_tags", "mark_killed", "log_datasets"):
     setattr(runs, name, nothing)
 registry.log_and_register_model = nothing
-train.MlflowEpochLogger._log = staticmethod(nothing)
+epoch_records.MlflowEpochLogger._log = staticmethod(nothing)
 from cnn_pipeline.cli import main
 sys.exit(main(["train"]))
 """

@@ -36,10 +36,9 @@ folder = Path(sys.argv[1])
 context = store.TrackingContext(folder, store.default_tracking_uri(folder), None, None)
 experiment = store.open_experiment(context, "sweep")
 description = runs.RunDescription(f"run-{sys.argv[2]}", {}, {"train": {"seed": sys.argv[2]}})
-runs.start_run(experiment, description)
-import mlflow
-mlflow.log_metric("loss", 1.0, step=1)
-runs.end_run("FINISHED")
+with runs.training_run(experiment, description, interrupted_run_id=None):
+    import mlflow
+    mlflow.log_metric("loss", 1.0, step=1)
 """
 
 

@@ -46,42 +46,9 @@ def _preprocess(params: dict[str, Any], workdir: Path) -> None:
 
 
 def _train(params: dict[str, Any], workdir: Path) -> None:
-    data_config = config.data_config(params)
-    model_config = config.model_config(params)
-    augment_config = config.augment_config(params)
-    train_config = config.train_config(params)
-    mlflow_config = config.mlflow_config(params)
-    # The MLflow run's parameters: what defines the trained model. Mirrors are left out:
-    # checksums, not the mirror, define the data.
-    logged = {
-        "data": data_config.model_dump(exclude={"mirrors", "mirror"}),
-        "model": model_config.model_dump(),
-        "augment": augment_config.model_dump(),
-        "train": train_config.model_dump(),
-    }
-    from cnn_pipeline import multihost
-    from cnn_pipeline.compose import changed_from_defaults
-    from cnn_pipeline.prepared import load_info
-    from cnn_pipeline.tracking import runs, store
+    from cnn_pipeline.stages import train
 
-    dataset = load_info(workdir / paths.PREPARED_DIR).name
-    # Several processes (JAX_NUM_PROCESSES or SLURM): meet them; only process 0 goes on to MLflow.
-    if cluster := multihost.from_environment(os.environ):
-        multihost.join(cluster, logged, workdir / paths.PREPARED_DIR)
-        if not cluster.writes_outputs:
-            with multihost.stop_together(cluster):
-                return multihost.train_as_peer(model_config, augment_config, train_config, workdir)
-    with multihost.stop_together(cluster):  # on several processes, an error stops them all
-        context = store.TrackingContext.from_environment(workdir)
-        description = runs.describe_training(
-            context, logged, dataset, changed_from_defaults(params, workdir / paths.CONFIG_DIR)
-        )
-        # Before TensorFlow's import: a store that cannot be reached fails in seconds.
-        experiment_id = store.open_experiment(context, mlflow_config.experiment_name)
-        from cnn_pipeline.stages import train
-
-        train.run(model_config, augment_config, train_config, mlflow_config, context, description,
-                  experiment_id, workdir, resumable=cluster is None)  # fmt: skip
+    train.main(params, workdir)
 
 
 def _evaluate(params: dict[str, Any], workdir: Path) -> None:

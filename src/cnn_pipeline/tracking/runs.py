@@ -5,13 +5,14 @@ left RUNNING.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnn_pipeline.errors import UserError
+from cnn_pipeline.errors import TrainingInterrupted, UserError
 from cnn_pipeline.tracking.store import TrackingContext
 
 logger = logging.getLogger(__name__)
@@ -133,11 +134,51 @@ def logged_steps(run_id: str, metric: str) -> set[int]:
     return {entry.step for entry in mlflow.MlflowClient().get_metric_history(run_id, metric)}
 
 
-def end_run(status: str) -> None:
-    """End the active run: FINISHED, FAILED, or KILLED (interrupted; resumable)."""
-    import mlflow
+class TrainingRun:
+    """The train stage's run while it is the active run; `finish` ends it as FINISHED."""
 
-    mlflow.end_run(status=status)
+    def __init__(self, run_id: str, resumed: bool) -> None:
+        self.run_id = run_id
+        self.resumed = resumed  # an interrupted training's run, continued
+        self.ended = False
+
+    def end(self, status: str) -> None:
+        """End the run: FINISHED, FAILED, or KILLED (interrupted; resumable). Once only."""
+        import mlflow
+
+        if not self.ended:
+            mlflow.end_run(status=status)
+            self.ended = True
+
+    def finish(self) -> None:
+        self.end("FINISHED")
+
+
+@contextlib.contextmanager
+def training_run(
+    experiment_id: str, description: RunDescription, interrupted_run_id: str | None
+) -> Iterator[TrainingRun]:
+    """The one place where the train stage's MLflow run starts, continues and ends.
+
+    The run of an interrupted training (`interrupted_run_id`) is continued where the store
+    still has it; otherwise a new run of `experiment_id` starts. When the block ends, the run
+    ends: FINISHED (or earlier, where the block calls `finish`), KILLED when Ctrl-C or `kill`
+    interrupted it (the next `dvc repro` continues it), FAILED on any other error. Nothing is
+    left RUNNING.
+    """
+    if interrupted_run_id is not None and continue_run(interrupted_run_id):
+        run = TrainingRun(interrupted_run_id, resumed=True)
+    else:
+        run = TrainingRun(start_run(experiment_id, description), resumed=False)
+    try:
+        yield run
+    except (KeyboardInterrupt, TrainingInterrupted):
+        run.end("KILLED")
+        raise
+    except BaseException:
+        run.end("FAILED")
+        raise
+    run.finish()
 
 
 def log_to_run(
