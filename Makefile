@@ -32,7 +32,13 @@ $(SYNCED): pyproject.toml uv.lock
 	rm -f $(VENV)/.synced $(VENV)/.synced-*
 	touch $@
 
-setup: $(SYNCED)
+# The page of `dvc plots show` and `dvc plots diff` with its chart scripts inlined, so that its
+# charts draw without internet; scripts/plots_page.py also names it in .dvc/config.local.
+PLOTS_PAGE := .dvc/plots_page.html
+$(PLOTS_PAGE): $(SYNCED) scripts/plots_page.html scripts/plots_page.py
+	python scripts/plots_page.py
+
+setup: $(SYNCED) $(PLOTS_PAGE)
 
 pipeline: setup  ## Run the whole pipeline on the default config (digits, offline).
 	dvc repro
