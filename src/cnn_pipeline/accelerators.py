@@ -88,7 +88,7 @@ NUMPY_BACKEND_MAX_VALUES = 1_000_000
 
 def default_backend(predicted_values: int | None = None) -> str:
     """The Keras backend `cnn-pipeline` uses where KERAS_BACKEND is not set: JAX where the GPU
-    install put JAX's CUDA plugin (README, "Speed, GPUs": JAX is the backend measured on
+    install put JAX's CUDA plugin (docs/speed.md, "GPUs": JAX is the backend measured on
     GPUs), TensorFlow otherwise (Keras's own default), and Keras's numpy backend for a stage
     that only runs a trained model over `predicted_values` of at most
     NUMPY_BACKEND_MAX_VALUES (a `.keras` file loads in any backend; the predictions agree with
