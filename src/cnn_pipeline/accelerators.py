@@ -80,9 +80,9 @@ def pinned_versions(packages: Iterable[str]) -> list[str]:
 
 
 # Keras's numpy backend predicts up to this many pixel values (images x height x width x
-# channels) where a stage only predicts: it starts without TensorFlow (2.5 s against 5.5 s
-# here), whose faster convolutions win on more (ResNet-20 over CIFAR-10's 10,000 test images:
-# 36 s against 10 s). Digits' test set is 23k values; MNIST's, 7.8M.
+# channels) where a stage only predicts: it starts in half TensorFlow's time, whose faster
+# convolutions win on more, such as ResNet-20 over CIFAR-10's test set (docs/benchmarks.md,
+# "Backends and compilation"). Digits' test set is 23k values; MNIST's, 7.8M.
 NUMPY_BACKEND_MAX_VALUES = 1_000_000
 
 

@@ -85,7 +85,7 @@ class ResumeState:
 
     def is_resumable(self) -> bool:
         """True where that training's backup can be read whole. `kill -9` during its write
-        leaves it truncated (1 of 11 kills at random moments here); Keras would then fail
+        can leave it truncated (docs/benchmarks.md, "Interruptions"); Keras would then fail
         to load it on every later run."""
         if not self.has_backup():
             return False
