@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 export PATH := $(BIN):$(PATH)
 export UV_PYTHON_DOWNLOADS := never
 
-# GPU=1 also installs the `gpu` extra (JAX with CUDA 12, Linux; README "Speed, GPUs"), e.g.
+# GPU=1 also installs the `gpu` extra (JAX with CUDA 12, Linux; docs/installation.md), e.g.
 # `make pipeline GPU=1`. The environment remembers it (.venv/.synced-gpu), so a later plain
 # `make test` keeps the GPU packages; GPU=0 goes back to the CPU-only default.
 ifeq ($(GPU),1)
@@ -18,11 +18,11 @@ FLAVOUR := $(if $(wildcard $(VENV)/.synced-gpu),gpu,cpu)
 endif
 SYNCED := $(VENV)/.synced-$(FLAVOUR)
 
-.PHONY: setup pipeline test test-all lint params benchmark team-server team-server-stop
+.PHONY: setup pipeline test test-all lint docs params benchmark team-server team-server-stop
 
 # The environment, rebuilt whenever pyproject.toml or uv.lock changes. Bytecode is compiled at
 # install time: where PYTHONDONTWRITEBYTECODE is set, each TensorFlow import would otherwise
-# recompile it, tripling the import time (docs: benchmarks).
+# recompile it (docs/benchmarks.md).
 # An unsupported $(PYTHON) (see pyproject's requires-python) is refused in one line first.
 $(SYNCED): pyproject.toml uv.lock
 	@test -x $(BIN)/uv || command -v $(PYTHON) >/dev/null || { echo "make: $(PYTHON) not found: install CPython 3.11.4 to 3.13, or name one: make PYTHON=python3.12 ..." >&2; exit 1; }
@@ -53,10 +53,20 @@ test: setup lint  ## Fast and end-to-end tests (skips the minutes-long `slow` on
 test-all: setup lint  ## Everything, including real-MNIST training.
 	pytest $(PYTEST_PARALLEL)
 
+# The documentation site (mkdocs.yml, docs/): --strict fails on a broken link or anchor. It
+# builds offline (no fonts or plugins fetched) into the git-ignored site/.
+# NO_MKDOCS_2_WARNING silences mkdocs-material's notice about its own end of life.
+MKDOCS := NO_MKDOCS_2_WARNING=1 mkdocs
+DOCS_ADDRESS ?= 127.0.0.1:8000
+
 lint: setup
 	ruff check .
 	ruff format --check .
 	mypy
+	$(MKDOCS) build --strict --quiet
+
+docs: setup  ## Serve the documentation site on http://$(DOCS_ADDRESS), rebuilt on every save.
+	$(MKDOCS) serve --dev-addr $(DOCS_ADDRESS)
 
 params: setup  ## Recompose params.yaml from conf/ (after editing conf/).
 	cnn-pipeline params

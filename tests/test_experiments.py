@@ -1,7 +1,7 @@
-"""Comparing experiments as the README says: `dvc exp show` on one screen, `dvc plots diff`
-drawing every figure of both revisions, in a real browser without internet too (docs/plots.md),
-`dvc exp apply` leaving a clean `dvc status`, and `dvc metrics diff` empty between two identical
-trainings."""
+"""Comparing experiments as the README and docs/experimenting.md say: `dvc exp show` on one
+screen, `dvc plots diff` drawing every figure of both revisions, in a real browser without
+internet too (docs/plots.md), `dvc exp apply` leaving a clean `dvc status`, and `dvc metrics
+diff` empty between two identical trainings."""
 
 from __future__ import annotations
 
@@ -39,11 +39,16 @@ def running_stages(output: str) -> list[str]:
 
 
 def readme_exp_show() -> list[str]:
-    """The `dvc exp show` command of the README's Compare section."""
-    readme = (REPO_ROOT / "README.md").read_text()
-    found = re.search(r"^(dvc exp show --only-changed [^#\n]*?)\s*(#.*)?$", readme, re.MULTILINE)
-    assert found, "README.md shows no `dvc exp show --only-changed ...` command"
-    return shlex.split(found.group(1))
+    """The `dvc exp show` command of the README's experiment loop, which docs/experimenting.md
+    ("Compare") shows too: the same in both."""
+    commands = []
+    for page in ("README.md", "docs/experimenting.md"):
+        text = (REPO_ROOT / page).read_text()
+        found = re.search(r"^(dvc exp show --only-changed [^#\n]*?)\s*(#.*)?$", text, re.MULTILINE)
+        assert found, f"{page} shows no `dvc exp show --only-changed ...` command"
+        commands.append(shlex.split(found.group(1)))
+    assert commands[0] == commands[1], "README.md and docs/experimenting.md differ"
+    return commands[0]
 
 
 @pytest.fixture(scope="module")

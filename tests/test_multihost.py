@@ -268,7 +268,7 @@ def test_train_stage_on_two_hosts_writes_once_and_scores_as_one_process(tmp_path
     model, metrics and one MLflow run recording 2 processes and 2 devices; process 1's folder is
     left as it was. Test accuracy within 2 points of one process (359 test images: 7 images):
     each process shuffles its own half, so the batches differ as they would with another seed
-    (seeds 1-5 spread 97.77-99.44%, README)."""
+    (seeds 1-5 spread 97.77-99.44%, docs/benchmarks.md)."""
     epochs = "train.epochs=10"
     jax = {"KERAS_BACKEND": "jax"}
     alone = run_stages(prepare(tmp_path / "alone", epochs), ("train", "evaluate"), jax)

@@ -100,7 +100,7 @@ def test_repro_writes_model_metrics_and_plots(repo: Path) -> None:
 
 def test_repro_prints_no_warnings(trained_pipeline: TrainedPipeline) -> None:
     """Python warnings and MLflow's warnings read as trouble in a run that went well: a
-    normal `dvc repro` prints none (README, "Speed, GPUs": what a stage prints)."""
+    normal `dvc repro` prints none (docs/speed.md, "What a stage prints")."""
     warnings = [
         line
         for line in trained_pipeline.repro_errors.splitlines()
@@ -208,9 +208,9 @@ def model_weights(model_file: Path) -> dict[str, np.ndarray]:
 def test_training_again_on_the_same_machine_gives_identical_weights_and_metrics(
     repo: Path, tmp_path: Path
 ) -> None:
-    """The README's determinism promise: same params, seed, data, library versions, CPU
-    instruction set and thread count give bit-identical results. A second training of the
-    pipeline's params, in another folder, must match the first bit for bit."""
+    """The determinism promise of docs/experimenting.md: same params, seed, data, library
+    versions, CPU instruction set and thread count give bit-identical results. A second
+    training of the pipeline's params, in another folder, must match the first bit for bit."""
     shutil.copy2(repo / "params.yaml", tmp_path / "params.yaml")
     shutil.copytree(repo / "data/prepared", tmp_path / "data/prepared")
 

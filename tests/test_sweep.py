@@ -1,4 +1,4 @@
-"""A parallel sweep as the README runs it, on a fresh clone with no MLflow store yet:
+"""A parallel sweep as docs/experimenting.md runs it, on a fresh clone with no MLflow store yet:
 `dvc exp run --queue` of four experiments, then `dvc queue start -j 2`."""
 
 from __future__ import annotations

@@ -328,7 +328,7 @@ def wait_for_first_metric(client: Any, experiment: str, process: subprocess.Pope
 
 
 def add_dvc_remote(repo: Path, server: team_server.TeamServer) -> None:
-    """The README's DVC remote commands (committed to .dvc/config), then the keys."""
+    """The DVC remote commands of docs/team.md (committed to .dvc/config), then the keys."""
     run_command(["dvc", "remote", "add", "-d", "team", f"s3://{DVC_BUCKET}/cache"], repo)
     run_command(["dvc", "remote", "modify", "team", "endpointurl", server.s3_endpoint_url], repo)
     set_dvc_credentials(repo)
@@ -516,7 +516,7 @@ def test_mnist_model_travels_through_the_dvc_remote(
 ) -> None:
     """A model trained on real MNIST (`experiment=mnist_fast`) is pushed by one clone and
     pulled by another, whose `dvc repro` then restores instead of training. Prints the
-    seconds of each command (the figures of the README's team section)."""
+    seconds of each command (the team rows of docs/benchmarks.md)."""
     server_experiment(mlflow_client(server, monkeypatch), "team-mnist")
     first = clone_from(git_remote, tmp_path / "first")
     run_command(

@@ -32,8 +32,8 @@ def problem(version, implementation, lowest, below):
     if implementation == "CPython" and lowest <= tuple(version) < below:
         return None
     return (
-        f"{sys.executable} is {found}; cnn-pipeline needs {wanted}: install one (README, "
-        f"'Python versions') and name it, e.g. `make PYTHON=python3.12 pipeline`"
+        f"{sys.executable} is {found}; cnn-pipeline needs {wanted}: install one "
+        f"(docs/installation.md) and name it, e.g. `make PYTHON=python3.12 pipeline`"
     )
 
 

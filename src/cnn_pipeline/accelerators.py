@@ -80,15 +80,15 @@ def pinned_versions(packages: Iterable[str]) -> list[str]:
 
 
 # Keras's numpy backend predicts up to this many pixel values (images x height x width x
-# channels) where a stage only predicts: it starts faster than TensorFlow, whose faster
-# convolutions win on larger test sets (docs: benchmarks). Digits' test set is 23k values;
-# MNIST's, 7.8M.
+# channels) where a stage only predicts: it starts in half TensorFlow's time, whose faster
+# convolutions win on more, such as ResNet-20 over CIFAR-10's test set (docs/benchmarks.md,
+# "Backends and compilation"). Digits' test set is 23k values; MNIST's, 7.8M.
 NUMPY_BACKEND_MAX_VALUES = 1_000_000
 
 
 def default_backend(predicted_values: int | None = None) -> str:
     """The Keras backend `cnn-pipeline` uses where KERAS_BACKEND is not set: JAX where the GPU
-    install put JAX's CUDA plugin (README, "Speed, GPUs": JAX is the backend measured on
+    install put JAX's CUDA plugin (docs/speed.md, "GPUs": JAX is the backend measured on
     GPUs), TensorFlow otherwise (Keras's own default), and Keras's numpy backend for a stage
     that only runs a trained model over `predicted_values` of at most
     NUMPY_BACKEND_MAX_VALUES (a `.keras` file loads in any backend; the predictions agree with

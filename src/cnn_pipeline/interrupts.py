@@ -2,11 +2,11 @@
 
 Keras writes `.keras` and `.weights.h5` files through h5py, which calls back into Python
 from C; a KeyboardInterrupt raised inside one of those callbacks does not unwind cleanly and
-can leave the file truncated: a resume backup that the next `dvc repro` failed to load
-("Layer 'conv2' expected 1 variables, but received 0"; how often: docs, benchmarks). While a
-block runs under `interrupts_held`, SIGINT and SIGTERM are only noted. When the block ends,
-they are raised again with their usual handlers, which raise KeyboardInterrupt (cli.py makes
-SIGTERM do the same).
+can leave the file truncated: a resume backup that the next `dvc repro` fails to load
+("Layer 'conv2' expected 1 variables, but received 0"; how often: docs/benchmarks.md).
+While a block runs under `interrupts_held`, SIGINT and SIGTERM are only noted. When the
+block ends, they are raised again with their usual handlers, which raise KeyboardInterrupt
+(cli.py makes SIGTERM do the same).
 """
 
 from __future__ import annotations

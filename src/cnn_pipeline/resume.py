@@ -85,7 +85,8 @@ class ResumeState:
 
     def is_resumable(self) -> bool:
         """True where that training's backup can be read whole. `kill -9` during its write
-        can leave it truncated; Keras would then fail to load it on every later run."""
+        can leave it truncated (docs/benchmarks.md, "Interruptions"); Keras would then fail
+        to load it on every later run."""
         if not self.has_backup():
             return False
         try:

@@ -32,7 +32,8 @@ from cnn_pipeline.prepared import DatasetInfo, Split
 
 # Training steps that each call into the backend runs back to back before Python sees a
 # batch again: the same steps in the same order (bit-identical weights here), with less
-# Python between them (the gain: docs, benchmarks). Callbacks still run at every epoch's end.
+# Python between them (32 against 1: docs/benchmarks.md, "The pipeline on digits").
+# Callbacks still run at every epoch's end.
 STEPS_PER_EXECUTION = 32
 
 # One row of the training history per epoch, in this order (metrics/train_history.csv).
