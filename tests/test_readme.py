@@ -156,15 +156,15 @@ def test_quick_start_sweep_runs_as_written(
         run_readme_command(command, repo)
     shown = json.loads(run_command(["dvc", "exp", "show", "--json"], repo).stdout)
     swept = set(re.findall(r"train\.learning_rate=([\d.,]+)", sweep[0])[0].split(","))
-    tested = {str(rate) for rate in tested_learning_rates(shown)}
+    tested = {str(rate) for rate in learning_rates_with_test_metrics(shown)}
     assert swept <= tested, f"queued {swept}; `dvc exp show` has test metrics for {tested}"
 
 
-def tested_learning_rates(shown: object) -> list[object]:
+def learning_rates_with_test_metrics(shown: object) -> list[object]:
     """The train.learning_rate of every revision in `dvc exp show --json`'s nested output
     that has a test accuracy: an experiment that failed has none."""
     if isinstance(shown, list):
-        return [rate for item in shown for rate in tested_learning_rates(item)]
+        return [rate for item in shown for rate in learning_rates_with_test_metrics(item)]
     if not isinstance(shown, dict):
         return []
     found = []
@@ -174,4 +174,6 @@ def tested_learning_rates(shown: object) -> list[object]:
         if "test_accuracy" in (test_metrics.get("data") or {}):
             params = revision["params"]["params.yaml"]["data"]
             found.append(params["train"]["learning_rate"])
-    return found + [rate for value in shown.values() for rate in tested_learning_rates(value)]
+    return found + [
+        rate for value in shown.values() for rate in learning_rates_with_test_metrics(value)
+    ]
