@@ -60,7 +60,7 @@ def _train(params: dict[str, Any], workdir: Path) -> None:
         "train": train_config.model_dump(),
     }
     from cnn_pipeline import multihost
-    from cnn_pipeline.compose import changed_from_defaults
+    from cnn_pipeline.compose import committed_params, default_params, describe_changes
     from cnn_pipeline.prepared import load_info
     from cnn_pipeline.tracking import runs, store
 
@@ -73,9 +73,15 @@ def _train(params: dict[str, Any], workdir: Path) -> None:
                 return multihost.train_as_peer(model_config, augment_config, train_config, workdir)
     with multihost.stop_together(cluster):  # on several processes, an error stops them all
         context = store.TrackingContext.from_environment(workdir)
-        description = runs.describe_training(
-            context, logged, dataset, changed_from_defaults(params, workdir / paths.CONFIG_DIR)
+        # The run's name says what these params change from the commit's params.yaml (the
+        # experiment's baseline under `dvc exp run`), or from conf/'s defaults without git.
+        config_dir = workdir / paths.CONFIG_DIR
+        commit = context.baseline_commit
+        baseline = (commit and committed_params(context.repo_root, commit)) or default_params(
+            config_dir
         )
+        changed = describe_changes(params, baseline, config_dir) if baseline else {}
+        description = runs.describe_training(context, logged, dataset, changed)
         # Before TensorFlow's import: a store that cannot be reached fails in seconds.
         experiment_id = store.open_experiment(context, mlflow_config.experiment_name)
         from cnn_pipeline.stages import train
