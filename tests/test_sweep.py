@@ -66,7 +66,8 @@ def test_a_parallel_sweep_on_a_fresh_clone_loses_no_experiment_and_no_run(
     assert sorted(run.data.params["train.learning_rate"] for run in runs) == list(LEARNING_RATES)
     for run in runs:
         # `mlflow ui`'s runs table tells the runs apart by name: what each one changed.
-        changed = f"train.epochs=1 train.learning_rate={run.data.params['train.learning_rate']}"
+        # (in params.yaml's order)
+        changed = f"train.learning_rate={run.data.params['train.learning_rate']} train.epochs=1"
         assert run.info.run_name == f"{run.data.tags['dvc.experiment']} {changed}"
         assert run.data.tags["params_changed"] == changed
         # The -S values are the only source that differs from the commit; the outputs DVC
