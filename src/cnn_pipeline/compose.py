@@ -273,9 +273,10 @@ def _switched_groups(
                     composed = compose(config_name=CONFIG_NAME, overrides=[f"{group}={option}"])
                 except (HydraException, OmegaConfBaseException):
                     continue
-                section = OmegaConf.to_container(composed, resolve=True).get(group)  # type: ignore[union-attr]
+                tree = OmegaConf.to_container(composed, resolve=True)
+                section = tree.get(group) if isinstance(tree, dict) else None
                 if isinstance(section, dict):
-                    sections[option] = section
+                    sections[option] = {str(key): item for key, item in section.items()}
             if not sections:
                 continue
             used = _closest(params[group], sections)
