@@ -18,7 +18,7 @@ from cnn_pipeline.predict import load_image
 from cnn_pipeline.prepared import Split
 from cnn_pipeline.stages import download, preprocess
 
-from conftest import data_config, run_command, write_huge_png
+from conftest import REPO_ROOT, data_config, run_command, write_huge_png
 
 
 @pytest.fixture(scope="module")
@@ -297,3 +297,25 @@ def test_the_served_model_takes_whole_pixel_values_of_any_numeric_type() -> None
         taken = raw_pixels(given, (8, 8, 1))
         assert taken.dtype == np.uint8
         assert np.array_equal(taken, pixels)
+
+
+def test_promote_and_serve_use_the_repositorys_store_from_any_folder(tmp_path: Path) -> None:
+    """From data/, promote and serve read the repository's params.yaml and mlflow.db; serve
+    without a champion says what to do in one line instead of MLflow's traceback."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    store = f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+
+    promoted = run_command(["cnn-pipeline", "promote"], tmp_path / "data", check=False)
+    assert promoted.returncode == 2
+    assert f"no version of 'cnn-pipeline' in {store}: run `dvc repro` first" in promoted.stderr
+
+    served = run_command(["cnn-pipeline", "serve"], tmp_path / "data", check=False)
+    assert served.returncode == 2
+    assert served.stderr.strip().endswith(
+        "run `cnn-pipeline promote` first, or pass --model models:/NAME/VERSION"
+    )
+    assert f"cannot read models:/cnn-pipeline@champion from MLflow ({store})" in served.stderr
+    assert "Traceback" not in served.stderr

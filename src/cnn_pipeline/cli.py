@@ -169,7 +169,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     promote.add_argument("--version", type=int, help="this version instead of the best one")
     promote.add_argument("--alias", default="champion", help="(default: %(default)s)")
-    promote.add_argument("--params", type=Path, default=paths.PARAMS_FILE)
+    promote.add_argument(
+        "--params",
+        type=Path,
+        default=None,
+        help=f"(default: the repository's {paths.PARAMS_FILE}, for mlflow.registered_model_name)",
+    )
 
     predict = commands.add_parser(
         "predict",
@@ -268,8 +273,13 @@ def _tracking_context() -> TrackingContext:
     return TrackingContext.from_environment(_repository_root() or Path.cwd())
 
 
+def _repository_params(given: Path | None) -> dict[str, Any]:
+    """`given`, or else the params.yaml of the repository the current folder is in."""
+    return config.read_params(given or (_repository_root() or Path.cwd()) / paths.PARAMS_FILE)
+
+
 def _promote(arguments: argparse.Namespace) -> None:
-    mlflow_config = config.mlflow_config(config.read_params(arguments.params))
+    mlflow_config = config.mlflow_config(_repository_params(arguments.params))
     from cnn_pipeline.tracking.registry import promote
 
     context = _tracking_context()
@@ -317,12 +327,19 @@ def _predict(arguments: argparse.Namespace) -> int:
 
 def _serve(arguments: argparse.Namespace) -> int:
     """Replace this process by `mlflow models serve`: Ctrl-C and `kill` then reach it."""
-    root = _repository_root()
+    from cnn_pipeline.trained_model import model_input
+
     model = arguments.model
     if model is None:
-        params = config.read_params((root or Path.cwd()) / paths.PARAMS_FILE)
-        model = f"models:/{config.mlflow_config(params).registered_model_name}@champion"
-    os.environ.setdefault("MLFLOW_TRACKING_URI", _tracking_context().tracking_uri)
+        name = config.mlflow_config(_repository_params(None)).registered_model_name
+        model = f"models:/{name}@champion"
+    tracking_uri = _tracking_context().tracking_uri
+    try:
+        model_input(model, tracking_uri)  # one line now rather than a traceback from MLflow
+    except UserError as error:
+        hint = "run `cnn-pipeline promote` first, or " if model.endswith("@champion") else ""
+        raise UserError(f"{error}: {hint}pass --model models:/NAME/VERSION") from None
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri)
     mlflow = Path(sys.executable).parent / "mlflow"  # this environment's, as --env-manager says
     command = [str(mlflow), "models", "serve", "-m", model, "--env-manager", "local"]
     command += ["--host", arguments.host, "--port", str(arguments.port)]

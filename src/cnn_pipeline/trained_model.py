@@ -79,7 +79,7 @@ def model_input(source: str, tracking_uri: str) -> tuple[tuple[int, int, int], P
         except MlflowException as error:
             raise UserError(
                 f"cannot read {source} from MLflow ({tracking_uri}): "
-                f"{error.message.splitlines()[0]}"
+                f"{error.message.splitlines()[0].rstrip('.')}"
             ) from None
         where = f"{source}'s metadata"
     else:
