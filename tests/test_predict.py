@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import keras
@@ -17,7 +18,7 @@ from cnn_pipeline.predict import load_image
 from cnn_pipeline.prepared import Split
 from cnn_pipeline.stages import download, preprocess
 
-from conftest import data_config, run_command, write_huge_png
+from conftest import REPO_ROOT, data_config, run_command, write_huge_png
 
 
 @pytest.fixture(scope="module")
@@ -217,3 +218,104 @@ def test_a_model_with_python_code_is_refused(
     stderr = capsys.readouterr().err
     assert "was refused: it contains Python code (a Lambda layer)" in stderr
     assert "Traceback" not in stderr
+
+
+def repository_with_model(folder: Path, model_dir: Path) -> Path:
+    """A folder laid out as the pipeline's repository (dvc.yaml, conf/) with a trained model
+    in models/, and a data/ subfolder."""
+    (folder / "conf").mkdir(parents=True)
+    (folder / "data").mkdir()
+    (folder / "dvc.yaml").write_text("stages: {}\n")
+    shutil.copytree(model_dir, folder / "models")
+    return folder
+
+
+def test_predict_works_from_any_folder_of_the_repository(
+    tmp_path: Path, model_dir: Path, digits: dict[str, Split]
+) -> None:
+    repo = repository_with_model(tmp_path / "repo", model_dir)
+    image, digit = next(iter(known_digits(digits, model_dir, tmp_path).items()))
+    result = run_command(["cnn-pipeline", "predict", "--top", "1", str(image)], repo / "data")
+    assert result.stdout.startswith(f"{image}: {digit} ")
+
+    # The request a served model answers: the image as predict reads it, raw 0-255 pixels.
+    request = run_command(["cnn-pipeline", "predict", "--request", str(image)], repo / "data")
+    body = json.loads(request.stdout)
+    expected = load_image(image, (8, 8, 1), "auto", polarity_of(digits["train"].images))
+    assert np.array_equal(np.array(body["inputs"]), expected[np.newaxis])
+
+
+def test_a_missing_model_is_named_before_tensorflow_is_imported(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    refuse = tmp_path / "refuse"
+    refuse.mkdir()
+    (refuse / "tensorflow.py").write_text("raise ImportError('tensorflow refused by the test')\n")
+    result = run_command(
+        ["cnn-pipeline", "predict", "x.png"], tmp_path / "data", check=False, PYTHONPATH=str(refuse)
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"cnn-pipeline predict: error: {tmp_path.resolve() / 'models/model.keras'} is missing: "
+        "run `dvc repro train` first, or pass --model"
+    )
+
+
+@pytest.mark.parametrize(
+    ("images", "problem"),
+    [
+        (np.full((1, 8, 8, 1), 0.5), "the pixels look scaled to 0-1 (largest 0.5)"),
+        (np.zeros((1, 28, 28, 1)), "the input has shape (1, 28, 28, 1)"),
+        (np.zeros((8, 8, 1)), "the input has shape (8, 8, 1)"),
+        (np.full((1, 8, 8, 1), "7"), "the pixels are text values, not numbers"),
+        (np.full((1, 8, 8, 1), 300), "the pixels range from 300 to 300"),
+        (np.full((1, 8, 8, 1), 12.5), "some pixels are fractions"),
+        (np.full((1, 8, 8, 1), np.nan), "some pixels are NaN or infinite"),
+        ([[[[0]] * 8] * 8, [[[0]] * 7] * 8], "the images are of unequal sizes"),
+    ],
+)
+def test_the_served_model_refuses_what_it_would_misread(images: object, problem: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from cnn_pipeline.serving import raw_pixels
+
+    with pytest.raises(MlflowException) as refused:
+        raw_pixels(images, (8, 8, 1), "light_on_dark")
+    message = refused.value.message
+    assert message.startswith(f"{problem}")
+    assert "the model takes (N, 8, 8, 1) raw 0-255 pixels (8x8 grayscale, light on dark)" in message
+    assert "cnn-pipeline predict --request IMAGE" in message
+    assert len(message) < 400
+
+
+def test_the_served_model_takes_whole_pixel_values_of_any_numeric_type() -> None:
+    from cnn_pipeline.serving import raw_pixels
+
+    pixels = np.arange(64, dtype=np.uint8).reshape(1, 8, 8, 1) * 4
+    for given in (pixels, pixels.astype(np.int64), pixels.astype(np.float64), pixels.tolist()):
+        taken = raw_pixels(given, (8, 8, 1))
+        assert taken.dtype == np.uint8
+        assert np.array_equal(taken, pixels)
+
+
+def test_promote_and_serve_use_the_repositorys_store_from_any_folder(tmp_path: Path) -> None:
+    """From data/, promote and serve read the repository's params.yaml and mlflow.db; serve
+    without a champion says what to do in one line instead of MLflow's traceback."""
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    shutil.copy(REPO_ROOT / "params.yaml", tmp_path / "params.yaml")
+    store = f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+
+    promoted = run_command(["cnn-pipeline", "promote"], tmp_path / "data", check=False)
+    assert promoted.returncode == 2
+    assert f"no version of 'cnn-pipeline' in {store}: run `dvc repro` first" in promoted.stderr
+
+    served = run_command(["cnn-pipeline", "serve"], tmp_path / "data", check=False)
+    assert served.returncode == 2
+    assert served.stderr.strip().endswith(
+        "run `cnn-pipeline promote` first, or pass --model models:/NAME/VERSION"
+    )
+    assert f"cannot read models:/cnn-pipeline@champion from MLflow ({store})" in served.stderr
+    assert "Traceback" not in served.stderr

@@ -1,5 +1,6 @@
 """A parallel sweep as docs/experimenting.md runs it, on a fresh clone with no MLflow store yet:
-`dvc exp run --queue` of four experiments, then `dvc queue start -j 2`."""
+`dvc exp run --queue` of four experiments, then `dvc queue start -j 2`; each MLflow run is
+named after its experiment and the params it changes from the commit."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import copy_repository, run_command
 
@@ -56,6 +58,7 @@ def test_a_parallel_sweep_on_a_fresh_clone_loses_no_experiment_and_no_run(
 
     import mlflow
 
+    committed = yaml.safe_load((repo / "params.yaml").read_text())
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("cnn-pipeline")
     runs = client.search_runs([experiment.experiment_id])
@@ -64,6 +67,18 @@ def test_a_parallel_sweep_on_a_fresh_clone_loses_no_experiment_and_no_run(
     assert {run.data.tags["dvc.experiment"] for run in runs} == names
     assert sorted(run.data.params["train.learning_rate"] for run in runs) == list(LEARNING_RATES)
     for run in runs:
+        # `mlflow ui`'s runs table tells the runs apart by name: what each one changed.
+        # What differs from the commit's params.yaml, in its order: the committed learning
+        # rate is not named.
+        rate = run.data.params["train.learning_rate"]
+        changed = "train.epochs=1"
+        if rate != str(committed["train"]["learning_rate"]):
+            changed = f"train.learning_rate={rate} {changed}"
+        assert run.info.run_name == f"{run.data.tags['dvc.experiment']} {changed}"
+        assert run.data.tags["params_changed"] == changed
+        # The -S values are the only source that differs from the commit; the outputs DVC
+        # deleted and rewrote (reports/receptive_fields.json, metrics/) do not count.
+        assert run.data.tags["workspace_changes"] == "params.yaml"
         # evaluate and report logged to this experiment's own run
         assert "test_accuracy" in run.data.metrics
         assert "test_expected_calibration_error" in run.data.metrics

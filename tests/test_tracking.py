@@ -10,11 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cnn_pipeline.errors import UserError
 from cnn_pipeline.tracking import runs, store
 
-from conftest import REPO_ROOT, command_environment, run_command
+from conftest import REPO_ROOT, command_environment, copy_repository, run_command
 
 
 def context(tmp_path: Path, uri: str | None = None) -> store.TrackingContext:
@@ -104,14 +105,17 @@ def test_runs_are_named_after_what_differs_from_the_defaults(tmp_path: Path) -> 
     assert changed.name == "simple_cnn-digits train.learning_rate=0.003"
     assert changed.tags["params_changed"] == "train.learning_rate=0.003"
     in_experiment = runs.describe_training(
-        store.TrackingContext(tmp_path, "sqlite://", "brisk-lark", "abc"), params, "digits", {}
+        store.TrackingContext(tmp_path, "sqlite://", "brisk-lark", "abc"),
+        params,
+        "digits",
+        {"model": "lenet5", "train.learning_rate": "0.003"},
     )
     assert plain.tags["workspace_modified"] == "false"
     edited = tracking_context_with_changes(tmp_path)
     described = runs.describe_training(edited, params, "digits", {})
     assert described.tags["workspace_modified"] == "true"
     assert described.tags["workspace_changes"] == "params.yaml"
-    assert in_experiment.name == "brisk-lark"
+    assert in_experiment.name == "brisk-lark model=lenet5 train.learning_rate=0.003"
     assert in_experiment.tags["dvc.experiment"] == "brisk-lark"
     assert in_experiment.tags["mlflow.source.git.commit"] == "abc"
 
@@ -172,3 +176,61 @@ def tracking_context_with_changes(tmp_path: Path) -> store.TrackingContext:
     for name in ("params.yaml", "dvc.lock"):
         (repo / name).write_text("a: 2\n")
     return store.TrackingContext.from_environment(repo)
+
+
+def test_changes_are_described_as_a_person_sets_them(tmp_path: Path) -> None:
+    """From the commit's params.yaml: a switched config group is `model=lenet5` (then only
+    what differs from lenet5.yaml), not every model.* key; mirrors and MLflow names never."""
+    from cnn_pipeline.compose import compose_params, describe_changes
+
+    config_dir = REPO_ROOT / "conf"
+    committed = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+    lenet = yaml.safe_load(
+        compose_params(config_dir, ["model=lenet5", "train.learning_rate=0.003"])
+    )
+    assert describe_changes(lenet, committed, config_dir) == {
+        "model": "lenet5",
+        "train.learning_rate": "0.003",
+    }
+    lenet["model"]["dropout_rate"] = 0.25
+    lenet["data"]["mirror"] = "/srv/mirror"
+    lenet["mlflow"]["experiment_name"] = "elsewhere"
+    assert describe_changes(lenet, committed, config_dir) == {
+        "model": "lenet5",
+        "model.dropout_rate": "0.25",
+        "train.learning_rate": "0.003",
+    }
+    # A sweep over a committed lenet5 names only what the sweep changes.
+    committed_lenet = yaml.safe_load(compose_params(config_dir, ["model=lenet5"]))
+    swept = yaml.safe_load(compose_params(config_dir, ["model=lenet5", "train.epochs=3"]))
+    assert describe_changes(swept, committed_lenet, config_dir) == {"train.epochs": "3"}
+    assert describe_changes(committed, committed, config_dir) == {}
+
+
+def test_only_sources_count_as_workspace_changes(tmp_path: Path) -> None:
+    """What a stage writes (every dvc.yaml output, dvc.lock) never makes a run
+    `workspace_modified`: DVC deletes reports/receptive_fields.json, committed as a `cache:
+    false` output, before training. Code, conf/ and params.yaml do."""
+    repo = copy_repository(tmp_path / "clone")
+    (repo / "reports/receptive_fields.json").unlink()
+    (repo / "metrics/train.json").write_text("{}\n")
+    (repo / "dvc.lock").write_text("schema: '2.0'\n")
+    assert store.TrackingContext.from_environment(repo).modified_files == ()
+    assert (
+        runs.describe_training(
+            store.TrackingContext.from_environment(repo),
+            {"model": {"name": "simple_cnn"}},
+            "digits",
+            {},
+        ).tags["workspace_modified"]
+        == "false"
+    )
+
+    for source in ("conf/model/lenet5.yaml", "src/cnn_pipeline/training.py", "params.yaml"):
+        with (repo / source).open("a") as stream:
+            stream.write("\n# edited\n")
+    assert store.TrackingContext.from_environment(repo).modified_files == (
+        "conf/model/lenet5.yaml",
+        "params.yaml",
+        "src/cnn_pipeline/training.py",
+    )

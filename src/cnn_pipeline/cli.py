@@ -13,10 +13,13 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnn_pipeline import config, paths
 from cnn_pipeline.errors import TrainingInterrupted, UserError
+
+if TYPE_CHECKING:
+    from cnn_pipeline.tracking.store import TrackingContext
 
 logger = logging.getLogger("cnn_pipeline")
 
@@ -134,20 +137,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     promote.add_argument("--version", type=int, help="this version instead of the best one")
     promote.add_argument("--alias", default="champion", help="(default: %(default)s)")
-    promote.add_argument("--params", type=Path, default=paths.PARAMS_FILE)
+    promote.add_argument(
+        "--params",
+        type=Path,
+        default=None,
+        help=f"(default: the repository's {paths.PARAMS_FILE}, for mlflow.registered_model_name)",
+    )
 
     predict = commands.add_parser(
         "predict",
         help="classify image files with the trained model",
         description="Classify PNG/JPEG/BMP/GIF images: each is converted and resized to what the "
-        "model takes, and its most probable classes are printed.",
+        "model takes, and its most probable classes are printed. Works from any folder of the "
+        "repository.",
     )
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     predict.add_argument(
         "--model",
-        default=str(paths.MODEL_FILE),
+        default=None,
         help="a .keras file, or an MLflow model URI such as models:/cnn-pipeline/3 or "
-        "models:/cnn-pipeline@champion (default: %(default)s)",
+        f"models:/cnn-pipeline@champion (default: the repository's {paths.MODEL_FILE})",
     )
     predict.add_argument("--top", type=int, default=3, help="classes shown per image")
     predict.add_argument(
@@ -158,6 +167,29 @@ def _parser() -> argparse.ArgumentParser:
         "the training images were dark on light, or the other way round",
     )
     predict.add_argument("--json", action="store_true", help="print JSON, one object per image")
+    predict.add_argument(
+        "--request",
+        action="store_true",
+        help="print, instead of predicting, the JSON request that `cnn-pipeline serve` and "
+        "`mlflow models serve` answer: the images converted, resized and inverted as predict "
+        "would, as raw 0-255 pixels",
+    )
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve a registered model over HTTP (mlflow models serve)",
+        description="Run `mlflow models serve` on a registered model, in this environment, "
+        "with the repository's MLflow store and without download progress bars. POST "
+        "`cnn-pipeline predict --request IMAGE` to http://HOST:PORT/invocations. Works from "
+        "any folder of the repository.",
+    )
+    serve.add_argument(
+        "--model",
+        default=None,
+        help="an MLflow model URI (default: models:/<mlflow.registered_model_name>@champion)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
+    serve.add_argument("--port", type=int, default=5001, help="(default: %(default)s)")
     return parser
 
 
@@ -193,12 +225,36 @@ def _compose(arguments: argparse.Namespace) -> None:
     logger.info("wrote %s from %s %s", output, config_dir, " ".join(arguments.overrides))
 
 
-def _promote(arguments: argparse.Namespace) -> None:
-    mlflow_config = config.mlflow_config(config.read_params(arguments.params))
-    from cnn_pipeline.tracking.registry import promote
+def _repository_root() -> Path | None:
+    """The repository the current folder is in (DVC_ROOT inside a stage), if any."""
+    if os.environ.get("DVC_ROOT"):
+        return paths.repository_root(Path.cwd())
+    from cnn_pipeline.compose import find_repository_root
+
+    try:
+        return find_repository_root(Path.cwd())
+    except UserError:
+        return None
+
+
+def _tracking_context() -> TrackingContext:
+    """The MLflow store of the repository the current folder is in (of the current folder
+    outside one), as the stages use it."""
     from cnn_pipeline.tracking.store import TrackingContext
 
-    context = TrackingContext.from_environment(Path.cwd())
+    return TrackingContext.from_environment(_repository_root() or Path.cwd())
+
+
+def _repository_params(given: Path | None) -> dict[str, Any]:
+    """`given`, or else the params.yaml of the repository the current folder is in."""
+    return config.read_params(given or (_repository_root() or Path.cwd()) / paths.PARAMS_FILE)
+
+
+def _promote(arguments: argparse.Namespace) -> None:
+    mlflow_config = config.mlflow_config(_repository_params(arguments.params))
+    from cnn_pipeline.tracking.registry import promote
+
+    context = _tracking_context()
     name = mlflow_config.registered_model_name
     version, accuracy = promote(context, name, arguments.version, arguments.alias)
     logger.info(
@@ -210,19 +266,59 @@ def _promote(arguments: argparse.Namespace) -> None:
     )
 
 
+def _default_model() -> str:
+    root = _repository_root()
+    if root is None:
+        raise UserError(
+            f"{Path.cwd()} is not inside the pipeline's repository, where "
+            f"{paths.MODEL_FILE} is: run predict there, or pass --model"
+        )
+    return str(root / paths.MODEL_FILE)
+
+
 def _predict(arguments: argparse.Namespace) -> int:
     if arguments.top < 1:
         raise UserError(f"--top {arguments.top} is invalid: show at least 1 class")
-    from cnn_pipeline.predict import predict_files, print_results
-    from cnn_pipeline.tracking.store import TrackingContext
-    from cnn_pipeline.trained_model import load
+    from cnn_pipeline.predict import predict_files, print_request, print_results, request_body
+    from cnn_pipeline.trained_model import load, model_input
 
-    trained = load(arguments.model, TrackingContext.from_environment(Path.cwd()).tracking_uri)
+    source = arguments.model or _default_model()
+    tracking_uri = _tracking_context().tracking_uri
+    if arguments.request:  # the model's input shape is enough: no Keras
+        image_shape, polarity = model_input(source, tracking_uri)
+        body, unreadable = request_body(arguments.images, image_shape, arguments.invert, polarity)
+        print_request(body, unreadable)
+        return 1 if unreadable else 0
+    trained = load(source, tracking_uri)
     predictions, unreadable = predict_files(
         trained, arguments.images, min(arguments.top, len(trained.class_names)), arguments.invert
     )
     print_results(predictions, unreadable, arguments.json)
     return 1 if unreadable else 0
+
+
+def _serve(arguments: argparse.Namespace) -> int:
+    """Replace this process by `mlflow models serve`: Ctrl-C and `kill` then reach it."""
+    from cnn_pipeline.trained_model import model_input
+
+    model = arguments.model
+    if model is None:
+        name = config.mlflow_config(_repository_params(None)).registered_model_name
+        model = f"models:/{name}@champion"
+    tracking_uri = _tracking_context().tracking_uri
+    try:
+        model_input(model, tracking_uri)  # one line now rather than a traceback from MLflow
+    except UserError as error:
+        hint = "run `cnn-pipeline promote` first, or " if model.endswith("@champion") else ""
+        raise UserError(f"{error}: {hint}pass --model models:/NAME/VERSION") from None
+    os.environ.setdefault("MLFLOW_TRACKING_URI", tracking_uri)
+    mlflow = Path(sys.executable).parent / "mlflow"  # this environment's, as --env-manager says
+    command = [str(mlflow), "models", "serve", "-m", model, "--env-manager", "local"]
+    command += ["--host", arguments.host, "--port", str(arguments.port)]
+    logger.info("serving %s on http://%s:%s/invocations", model, arguments.host, arguments.port)
+    sys.stderr.flush()
+    os.execv(command[0], command)
+    return 0  # not reached: execv does not return
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -242,11 +338,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     # Before any stage imports Keras, which reads it once (an exported value wins): JAX with
     # the GPU install, Keras's numpy backend for a small test set, else TensorFlow.
-    from cnn_pipeline.accelerators import default_backend, nvidia_driver
+    from cnn_pipeline.accelerators import default_backend, jax_cuda_installed, nvidia_driver
     from cnn_pipeline.prepared import values_in_test_split
 
     predicted = values_in_test_split(paths.PREPARED_DIR) if arguments.command in TESTING else None
     os.environ.setdefault("KERAS_BACKEND", default_backend(predicted))
+    # Keras's numpy backend runs convolutions on JAX, which first looks for a TPU and says it
+    # found none in a line that reads as a failure ("Unable to initialize backend 'tpu'").
+    # Without its CUDA plugin (the GPU install) JAX has only the CPU: it is told so, before
+    # its import.
+    if os.environ["KERAS_BACKEND"] in ("numpy", "jax") and not jax_cuda_installed():
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
     # TensorFlow's C++ notices: without an NVIDIA driver its only errors are its failing
     # look for CUDA and attributes its tf.data graphs carry ("use_unbounded_threadpool"),
     # noise that reads as failure; with a driver its errors may matter and still show.
@@ -259,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _promote(arguments)
         elif arguments.command == "predict":
             return _predict(arguments)
+        elif arguments.command == "serve":
+            return _serve(arguments)
         else:
             stage, _ = STAGES[arguments.command]
             stage(config.read_params(arguments.params), Path.cwd())

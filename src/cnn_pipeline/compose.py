@@ -183,18 +183,114 @@ def check_composed(text: str) -> dict[str, Any]:
     return params
 
 
-def changed_from_defaults(params: dict[str, Any], config_dir: Path) -> dict[str, str]:
-    """The params.yaml values that differ from conf/'s default composition, flattened
-    (`train.learning_rate` -> "0.003"), mirrors and MLflow names left out: what names and
-    tags a run. Empty where conf/ is missing or cannot be composed."""
+def committed_params(repo_root: Path, commit: str) -> dict[str, Any] | None:
+    """params.yaml as `commit` has it (`git show`), parsed; None where git, the commit or the
+    file is missing, or the file is not a YAML mapping."""
+    try:
+        text = subprocess.run(
+            ["git", "show", f"{commit}:{paths.PARAMS_FILE.as_posix()}"],
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        params = yaml.safe_load(text)
+    except (OSError, subprocess.CalledProcessError, yaml.YAMLError):
+        return None
+    return params if isinstance(params, dict) else None
+
+
+def default_params(config_dir: Path) -> dict[str, Any] | None:
+    """conf/'s default composition, parsed; None where conf/ is missing or does not compose."""
+    if not config_dir.is_dir():
+        return None
+    try:
+        params: dict[str, Any] = yaml.safe_load(compose_params(config_dir, []))
+    except UserError:
+        return None
+    return params
+
+
+# Values that do not change what is trained: where the data was fetched from, and the MLflow
+# names the run is filed under.
+NOT_DESCRIBING = ("data.mirror", "mlflow.")
+
+
+def describe_changes(
+    params: dict[str, Any], baseline: dict[str, Any], config_dir: Path
+) -> dict[str, str]:
+    """What `params` changes from `baseline` (both as params.yaml holds them), written as a
+    person sets it with `-S`: a section switched to another file of its config group as
+    `model=lenet5`, followed by that section's keys that differ from lenet5.yaml itself;
+    every other value as `train.learning_rate=0.003`. Returns {"model": "lenet5",
+    "train.learning_rate": "0.003"}: what names and tags a run."""
+    changes: dict[str, str] = {}
+    switched = _switched_groups(params, baseline, config_dir)
+    for section, value in params.items():
+        reference = baseline.get(section)
+        if section in switched:
+            option, reference = switched[section]
+            changes[section] = option
+        if value == reference:
+            continue
+        reference_flat = flatten(reference, section) if isinstance(reference, dict) else {}
+        for key, item in flatten(value, section).items():
+            if reference_flat.get(key, reference) != item and not key.startswith(NOT_DESCRIBING):
+                changes[key] = str(item)
+    return changes
+
+
+def _switched_groups(
+    params: dict[str, Any], baseline: dict[str, Any], config_dir: Path
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """{group: (option, that option's section)} for each config group (conf/model/, conf/data/)
+    whose section in `params` is closest to another file of the group than the baseline's is."""
     if not config_dir.is_dir():
         return {}
-    try:
-        defaults = flatten(yaml.safe_load(compose_params(config_dir, [])))
-    except UserError:
+    groups = [
+        path.name
+        for path in sorted(config_dir.iterdir())
+        if path.is_dir() and path.name != EXPERIMENT_GROUP
+    ]
+    changed = [
+        group
+        for group in groups
+        if isinstance(params.get(group), dict) and params.get(group) != baseline.get(group)
+    ]
+    if not changed:
         return {}
-    return {
-        key: str(value)
-        for key, value in flatten(params).items()
-        if defaults.get(key) != value and not key.startswith(("data.mirror", "mlflow."))
-    }
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    switched: dict[str, tuple[str, dict[str, Any]]] = {}
+    with initialize_config_dir(str(config_dir.resolve()), version_base=None):
+        for group in changed:
+            sections: dict[str, dict[str, Any]] = {}
+            for option in _group_options(config_dir, group):
+                try:
+                    composed = compose(config_name=CONFIG_NAME, overrides=[f"{group}={option}"])
+                except (HydraException, OmegaConfBaseException):
+                    continue
+                tree = OmegaConf.to_container(composed, resolve=True)
+                section = tree.get(group) if isinstance(tree, dict) else None
+                if isinstance(section, dict):
+                    sections[option] = {str(key): item for key, item in section.items()}
+            if not sections:
+                continue
+            used = _closest(params[group], sections)
+            if used != _closest(baseline.get(group), sections):
+                switched[group] = (used, sections[used])
+    return switched
+
+
+def _closest(section: Any, options: dict[str, dict[str, Any]]) -> str:
+    """The option whose section has the fewest values unlike `section`'s (the first on ties)."""
+    flat = flatten(section) if isinstance(section, dict) else {}
+
+    def differences(option: str) -> int:
+        candidate = flatten(options[option])
+        return sum(flat.get(key) != candidate.get(key) for key in {*flat, *candidate})
+
+    return min(options, key=differences)

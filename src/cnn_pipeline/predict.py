@@ -72,6 +72,36 @@ def predict_files(
     return predictions, unreadable
 
 
+def request_body(
+    files: list[Path],
+    image_shape: tuple[int, int, int],
+    invert: Invert,
+    trained_on: Polarity | None,
+) -> tuple[dict[str, list[object]], list[Unreadable]]:
+    """The JSON request `mlflow models serve` answers for these image files: {"inputs": [one
+    (height, width, channels) list of 0-255 pixels per image]}, read exactly as `predict`
+    reads them (the served model does not resize, convert or invert)."""
+    images: list[object] = []
+    unreadable: list[Unreadable] = []
+    for path in files:
+        try:
+            images.append(load_image(path, image_shape, invert, trained_on).tolist())
+        except UnreadableImage as error:
+            unreadable.append(Unreadable(str(path), str(error)))
+    return {"inputs": images}, unreadable
+
+
+def print_request(body: dict[str, list[object]], unreadable: list[Unreadable]) -> None:
+    """The request on stdout, one line (for `curl --data @-`), and one line per unreadable
+    file on stderr."""
+    if body["inputs"]:
+        print(json.dumps(body, separators=(",", ":")))
+    for failure in unreadable:
+        print(
+            f"cnn-pipeline predict: cannot read {failure.image}: {failure.reason}", file=sys.stderr
+        )
+
+
 def print_results(
     predictions: list[Prediction], unreadable: list[Unreadable], as_json: bool
 ) -> None:

@@ -30,6 +30,8 @@ class TrainedModel:
 
 
 def load_keras_file(path: Path) -> Any:
+    if not path.is_file():  # before Keras's import, which takes seconds
+        raise UserError(f"{path} is missing: run `dvc repro train` first, or pass --model")
     import keras
 
     # A model trained with 32 steps per execution (training.STEPS_PER_EXECUTION) keeps that
@@ -38,8 +40,6 @@ def load_keras_file(path: Path) -> Any:
     # batches: nothing is lost there (every test image is predicted, as tests/test_backends.py
     # checks against TensorFlow), so that one message is not shown.
     warnings.filterwarnings("ignore", message="Your input ran out of data", category=UserWarning)
-    if not path.is_file():
-        raise UserError(f"{path} is missing: run `dvc repro train` first, or pass --model")
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except ValueError as error:
@@ -60,16 +60,54 @@ def load(source: str, tracking_uri: str) -> TrainedModel:
     if source.startswith(MLFLOW_URI_SCHEMES):
         return _load_mlflow(source, tracking_uri)
     path = Path(source)
+    info = _model_info(path)  # both files checked before Keras's import
     model = load_keras_file(path)
+    polarity = _polarity(info, str(path.parent / paths.MODEL_INFO_FILE.name))
+    return TrainedModel(model, tuple(info["class_names"]), _shape(model), polarity)
+
+
+def model_input(source: str, tracking_uri: str) -> tuple[tuple[int, int, int], Polarity | None]:
+    """The image shape (height, width, channels) and training polarity of a model, read from
+    models/model.json or the registered model's metadata, without loading the model."""
+    if source.startswith(MLFLOW_URI_SCHEMES):
+        import mlflow.models
+        from mlflow.exceptions import MlflowException
+
+        mlflow.set_tracking_uri(tracking_uri)
+        try:
+            info = mlflow.models.get_model_info(source).metadata or {}
+        except MlflowException as error:
+            raise UserError(
+                f"cannot read {source} from MLflow ({tracking_uri}): "
+                f"{error.message.splitlines()[0].rstrip('.')}"
+            ) from None
+        where = f"{source}'s metadata"
+    else:
+        info, where = (
+            _model_info(Path(source)),
+            str(Path(source).parent / paths.MODEL_INFO_FILE.name),
+        )
+    shape = info.get("image_shape")
+    if not (isinstance(shape, list) and len(shape) == 3):
+        raise UserError(
+            f"{where} does not give the model's image_shape: retrain it with `dvc repro train`"
+        )
+    height, width, channels = (int(size) for size in shape)
+    return (height, width, channels), _polarity(info, where)
+
+
+def _model_info(path: Path) -> dict[str, Any]:
+    """models/model.json beside the .keras file `path`, which must exist too."""
+    if not path.is_file():
+        raise UserError(f"{path} is missing: run `dvc repro train` first, or pass --model")
     info_path = path.parent / paths.MODEL_INFO_FILE.name
     if not info_path.is_file():
         raise UserError(
             f"{info_path} is missing: it names the classes of {path}; "
             "run `dvc repro train` to write both"
         )
-    info = json.loads(info_path.read_text(encoding="utf-8"))
-    polarity = _polarity(info, str(info_path))
-    return TrainedModel(model, tuple(info["class_names"]), _shape(model), polarity)
+    info: dict[str, Any] = json.loads(info_path.read_text(encoding="utf-8"))
+    return info
 
 
 def _load_mlflow(uri: str, tracking_uri: str) -> TrainedModel:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnn_pipeline import config, paths
 from cnn_pipeline.atomic import atomic_path, write_json
-from cnn_pipeline.compose import changed_from_defaults
+from cnn_pipeline.compose import committed_params, default_params, describe_changes
 from cnn_pipeline.errors import TrainingInterrupted
 
 if TYPE_CHECKING:
@@ -48,18 +48,25 @@ class TrainSettings:
     augment: config.AugmentConfig
     train: config.TrainConfig
     mlflow: config.MlflowConfig
-    changed: dict[str, str]  # the params that differ from conf/'s defaults: they name the run
+    params: dict[str, Any]  # params.yaml as read: the run is named after how it differs
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], config_dir: Path) -> TrainSettings:
+    def from_params(cls, params: dict[str, Any]) -> TrainSettings:
         return cls(
             config.data_config(params),
             config.model_config(params),
             config.augment_config(params),
             config.train_config(params),
             config.mlflow_config(params),
-            changed=changed_from_defaults(params, config_dir),
+            params,
         )
+
+    def changes(self, repo_root: Path, commit: str | None, config_dir: Path) -> dict[str, str]:
+        """What these params change from `commit`'s params.yaml (the experiment's baseline
+        under `dvc exp run`), or from conf/'s defaults without git, as `-S` would set it:
+        `{"model": "lenet5", "train.learning_rate": "0.003"}`. They name the MLflow run."""
+        baseline = (commit and committed_params(repo_root, commit)) or default_params(config_dir)
+        return describe_changes(self.params, baseline, config_dir) if baseline else {}
 
     def defining_params(self) -> dict[str, Any]:
         """What defines the trained model: the MLflow run's params, and what an interrupted
@@ -84,7 +91,7 @@ class TrainResult:
 def main(params: dict[str, Any], workdir: Path) -> None:
     """`cnn-pipeline train`: validate, meet the other processes if there are several (only
     process 0 records and writes anything), then train."""
-    settings = TrainSettings.from_params(params, workdir / paths.CONFIG_DIR)
+    settings = TrainSettings.from_params(params)
     from cnn_pipeline import multihost
 
     cluster = multihost.from_environment(os.environ)  # JAX_NUM_PROCESSES or SLURM
@@ -110,9 +117,9 @@ def train(settings: TrainSettings, workdir: Path, resumable: bool = True) -> Tra
     prepared_dir = workdir / paths.PREPARED_DIR
     info = load_info(prepared_dir)
     splits = {name: load_split(prepared_dir, name) for name in ("train", "validation", "test")}
-    description = runs.describe_training(
-        context, settings.defining_params(), info.name, settings.changed
-    )
+    config_dir = workdir / paths.CONFIG_DIR
+    changes = settings.changes(context.repo_root, context.baseline_commit, config_dir)
+    description = runs.describe_training(context, settings.defining_params(), info.name, changes)
 
     # TensorFlow (or JAX) is imported from here on.
     import keras

@@ -35,8 +35,12 @@ def log_and_register_model(
 ) -> None:
     """Log `model`, saved at `keras_file`, to the active run as `serving.ImageClassifier` (pyfunc:
     class names with probabilities) and register it as a new version of
-    `registered_model_name`; its signature and input example are `sample_images`, raw uint8
-    pixels, what it takes. Plus final metrics, params and JSON documents."""
+    `registered_model_name`; its input example is `sample_images[:1]`, raw uint8 pixels, what
+    it takes. Plus final metrics, params and JSON documents.
+
+    The signature describes the output only: ImageClassifier checks its input itself, with a
+    message naming what it expects (MLflow's check of an input schema would answer a wrong
+    shape by quoting the whole request, and cast 0-1 floats to black uint8 images first)."""
     import mlflow
     import mlflow.pyfunc
     from mlflow.models import infer_signature
@@ -58,7 +62,7 @@ def log_and_register_model(
         name="model",
         python_model=serving.__file__,
         artifacts=artifacts,
-        signature=infer_signature(sample_images, sample_output),
+        signature=infer_signature(model_output=sample_output),
         input_example=sample_images[:1],
         registered_model_name=registered_model_name,
         metadata=metadata,

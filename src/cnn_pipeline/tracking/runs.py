@@ -45,9 +45,11 @@ class RunDescription:
 def describe_training(
     context: TrackingContext, params: dict[str, Any], dataset: str, changed: dict[str, str]
 ) -> RunDescription:
-    """The run is named after the DVC experiment or, outside one, after the network, the
-    dataset and the params that differ from conf/'s defaults (`changed`), so that runs with
-    different learning rates are told apart in `mlflow ui`'s runs table."""
+    """The run is named after the DVC experiment (under `dvc exp run`) or else after the
+    network and the dataset, followed by what the params change from the commit's
+    params.yaml (`changed`, from compose.describe_changes: `model=lenet5
+    train.learning_rate=0.003`), so that the runs of a sweep are told apart in `mlflow ui`'s
+    runs table."""
     model_name = str(params["model"]["name"])
     tags = {"dataset": dataset, "model": model_name}
     if changed:
@@ -61,7 +63,7 @@ def describe_training(
     if context.dvc_experiment:
         tags["dvc.experiment"] = context.dvc_experiment
     name = context.dvc_experiment or f"{model_name}-{dataset}"
-    if not context.dvc_experiment and changed:
+    if changed:
         name = f"{name} {tags['params_changed']}"[:250]
     return RunDescription(name, tags, params)
 

@@ -71,15 +71,14 @@ def default_tracking_uri(repo_root: Path) -> str:
     return f"sqlite:///{repo_root / paths.MLFLOW_DB_FILE}"
 
 
-# Files a stage run changes itself (DVC updates dvc.lock after each stage; metrics are outputs).
-NOT_SOURCES = ("dvc.lock", "metrics/")
-
-
 def modified_files(directory: Path) -> tuple[str, ...]:
-    """Tracked files that differ from HEAD, but DVC's lock file and the stages' outputs."""
+    """Tracked files that differ from HEAD: the sources (code, conf/, params.yaml, dvc.yaml).
+    What the pipeline writes itself never counts: DVC's lock file, which DVC updates after each
+    stage, and every output dvc.yaml declares (DVC deletes an output before its stage runs, so
+    a committed `cache: false` output shows as changed in a clean clone's training)."""
     try:
         result = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--no-renames"],
             cwd=directory,
             capture_output=True,
             text=True,
@@ -87,8 +86,31 @@ def modified_files(directory: Path) -> tuple[str, ...]:
         )
     except (OSError, subprocess.CalledProcessError):
         return ()
-    changed = (line[3:].strip() for line in result.stdout.splitlines() if len(line) > 3)
-    return tuple(path for path in changed if not path.startswith(NOT_SOURCES))
+    outputs = (*pipeline_outputs(directory / "dvc.yaml"), "dvc.lock")
+    changed = (line[3:].strip().strip('"') for line in result.stdout.splitlines() if len(line) > 3)
+    return tuple(
+        path
+        for path in changed
+        if not any(path == output or path.startswith(f"{output}/") for output in outputs)
+    )
+
+
+def pipeline_outputs(dvc_file: Path) -> list[str]:
+    """The paths dvc.yaml's stages write (outs, metrics, plots), relative to the repository."""
+    import yaml
+
+    try:
+        pipeline = yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    outputs: list[str] = []
+    for stage in (pipeline.get("stages") or {}).values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind) or []:
+                # An entry is a path, or {path: {cache: false, ...}}.
+                names = entry if isinstance(entry, dict) else [entry]
+                outputs.extend(str(name).rstrip("/") for name in names)
+    return outputs
 
 
 def _git_commit(directory: Path) -> str | None:
