@@ -22,7 +22,9 @@ logger = logging.getLogger("cnn_pipeline")
 
 
 def _download(params: dict[str, Any], workdir: Path) -> None:
-    data_config = config.data_config(params)
+    from cnn_pipeline import datasets
+
+    data_config = datasets.data_config(params)
     # Relative image folders are relative to the repository, also when `dvc exp run --queue`
     # runs this stage in a temporary copy of it.
     repo_root = paths.repository_root(workdir)
@@ -39,15 +41,21 @@ def _download(params: dict[str, Any], workdir: Path) -> None:
 
 
 def _preprocess(params: dict[str, Any], workdir: Path) -> None:
-    data_config = config.data_config(params)
+    from cnn_pipeline import datasets
+
+    data_config = datasets.data_config(params)
     from cnn_pipeline.stages import preprocess
 
     preprocess.run(data_config, workdir / paths.RAW_DIR, workdir / paths.PREPARED_DIR)
 
 
 def _train(params: dict[str, Any], workdir: Path) -> None:
+    from cnn_pipeline import models
+
+    # Types only: the dataset's own rules were checked by preprocess, and training does not
+    # import datasets/ (a new dataset module must not retrain the model).
     data_config = config.data_config(params)
-    model_config = config.model_config(params)
+    model_config = models.model_config(params)
     augment_config = config.augment_config(params)
     train_config = config.train_config(params)
     mlflow_config = config.mlflow_config(params)

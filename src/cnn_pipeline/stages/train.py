@@ -19,7 +19,7 @@ import keras
 from cnn_pipeline import paths
 from cnn_pipeline.accelerators import check_device, describe_run, detect, pinned_versions
 from cnn_pipeline.atomic import atomic_path, write_json
-from cnn_pipeline.config import AnyModelConfig, AugmentConfig, MlflowConfig, TrainConfig
+from cnn_pipeline.config import AugmentConfig, MlflowConfig, NetworkConfig, TrainConfig
 from cnn_pipeline.distribution import describe_parallelism
 from cnn_pipeline.errors import TrainingInterrupted
 from cnn_pipeline.interrupts import WritesUninterrupted, interrupts_held
@@ -124,7 +124,7 @@ def _write_history(history: list[dict[str, float]], path: Path) -> None:
 
 
 def run(
-    model_config: AnyModelConfig,
+    model_config: NetworkConfig,
     augment_config: AugmentConfig,
     train_config: TrainConfig,
     mlflow_config: MlflowConfig,
