@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cnn_pipeline import models
+
 from conftest import TrainedPipeline, copy_trained, run_command
 
 pytestmark = pytest.mark.e2e
@@ -47,6 +49,13 @@ BAD_VALUES = [
         {"model": {"dropout_rate": 1.0}},
         "cnn-pipeline train: error: params.yaml: model.dropout_rate = 1.0 is invalid: "
         "Input should be less than 1",
+    ),
+    (
+        # A network that no module in src/cnn_pipeline/models/ declares.
+        {"model": {"name": "ghost_cnn"}},
+        "cnn-pipeline train: error: params.yaml: model.name = 'ghost_cnn' is invalid: Input "
+        f"should be one of {', '.join(map(repr, models.networks()))} (a module in "
+        "src/cnn_pipeline/models/ adds one: see docs/extending.md)",
     ),
     (
         {"augment": {"rotate": 0.9}},
