@@ -52,8 +52,8 @@ BAD_VALUES = [
     ),
     (
         # A network that no module in src/cnn_pipeline/models/ declares.
-        {"model": {"name": "ghost_cnn"}},
-        "cnn-pipeline train: error: params.yaml: model.name = 'ghost_cnn' is invalid: Input "
+        {"model": {"name": "vgg16"}},
+        "cnn-pipeline train: error: params.yaml: model.name = 'vgg16' is invalid: Input "
         f"should be one of {', '.join(map(repr, models.networks()))} (a module in "
         "src/cnn_pipeline/models/ adds one: see docs/extending.md)",
     ),

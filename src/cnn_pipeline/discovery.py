@@ -1,8 +1,8 @@
 """Registries filled by the package's own modules: a network or a dataset is one file.
 
 A module in `cnn_pipeline/models/` that declares `NETWORK`, or in `cnn_pipeline/datasets/`
-that declares `DATASET`, is registered under its file's name (`models/mobile_cnn.py` is
-`model.name: mobile_cnn`); modules without the attribute are helpers. Only modules inside the
+that declares `DATASET`, is registered under its file's name (`models/my_net.py` is
+`model.name: my_net`); modules without the attribute are helpers. Only modules inside the
 package are imported, never a name read from params.yaml, so the names allowed stay as fixed
 as a hand-written list. Every module of both folders is imported by validation (the check
 stage), so they must not import TensorFlow or Keras at import time: builders import Keras
