@@ -21,13 +21,13 @@ ONE_RUN = """
 import json, sys, time
 from pathlib import Path
 import yaml
-from cnn_pipeline import config
+from cnn_pipeline import config, datasets, models
 from cnn_pipeline.compose import compose_params
 from cnn_pipeline.prepared import load_info, load_split
 from cnn_pipeline.stages import download, preprocess
 work, conf = Path(sys.argv[1]), Path(sys.argv[2])
 params = yaml.safe_load(compose_params(conf, ["train.epochs=5"]))
-data = config.data_config(params)
+data = datasets.data_config(params)
 if not (work / "prepared").exists():
     download.run(data, work / "raw")
     preprocess.run(data, work / "raw", work / "prepared")
@@ -42,7 +42,7 @@ class EpochEnds(keras.callbacks.Callback):
 prepared = work / "prepared"
 result = train_model(
     load_split(prepared, "train"), load_split(prepared, "validation"), load_info(prepared),
-    config.model_config(params), config.augment_config(params), config.train_config(params),
+    models.model_config(params), config.augment_config(params), config.train_config(params),
     callbacks=[EpochEnds()], verbose=0,
 )
 print(json.dumps({

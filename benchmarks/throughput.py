@@ -18,7 +18,7 @@ def main() -> None:
     import numpy as np
     import yaml
 
-    from cnn_pipeline import accelerators, config
+    from cnn_pipeline import accelerators, models
     from cnn_pipeline.compose import compose_params
     from cnn_pipeline.models import build_model
 
@@ -32,7 +32,7 @@ def main() -> None:
         for policy in policies:
             keras.config.set_dtype_policy(policy)
             for batch_size in (128, 256, 512, 1024, 2048):
-                model = build_model(config.model_config(params), shape, 10)
+                model = build_model(models.model_config(params), shape, 10)
                 model.compile(optimizer="adam", loss="categorical_crossentropy")
                 x = np.random.default_rng(0).integers(0, 256, (batch_size * 20, *shape), np.uint8)
                 y = keras.utils.to_categorical(np.arange(len(x)) % 10, 10)

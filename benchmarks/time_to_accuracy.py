@@ -93,7 +93,7 @@ def _arm_project(
     """The project's preset, trained by the project's own training core."""
     import yaml
 
-    from cnn_pipeline import config
+    from cnn_pipeline import config, datasets, models
     from cnn_pipeline.compose import compose_params
     from cnn_pipeline.datasets import RawDataset
     from cnn_pipeline.prepared import DatasetInfo
@@ -111,7 +111,7 @@ def _arm_project(
     started = time.perf_counter()
     images, labels, test_images, test_labels = _load_mnist()
     raw = RawDataset(images, labels, tuple("0123456789"), test_images, test_labels)
-    splits = split_dataset(raw, config.data_config(params))
+    splits = split_dataset(raw, datasets.data_config(params))
     train, validation = splits["train"], splits["validation"]
     mean, variance = channel_statistics(train.images)
     info = DatasetInfo("mnist", raw.class_names, (28, 28, 1), mean, variance)
@@ -121,7 +121,7 @@ def _arm_project(
         train,
         validation,
         info,
-        config.model_config(params),
+        models.model_config(params),
         config.augment_config(params),
         train_config,
         callbacks=[probe],

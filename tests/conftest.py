@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cnn_pipeline import datasets
 from cnn_pipeline.config import DataConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -219,6 +220,4 @@ def copy_trained(pipeline: TrainedPipeline, destination: Path, keep_mlflow: bool
 def data_config(name: str, **changes: object) -> DataConfig:
     """The data section of conf/data/NAME.yaml, with `changes` applied."""
     section = yaml.safe_load((REPO_ROOT / "conf" / "data" / f"{name}.yaml").read_text())
-    config = DataConfig.model_validate({**section, **changes})
-    config.check_consistency()
-    return config
+    return datasets.data_config({"data": {**section, **changes}})

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cnn_pipeline import models
+
 from conftest import TrainedPipeline, copy_trained, run_command
 
 pytestmark = pytest.mark.e2e
@@ -48,6 +50,13 @@ BAD_VALUES = [
         {"model": {"dropout_rate": 1.0}},
         "cnn-pipeline check: error: params.yaml: model.dropout_rate = 1.0 is invalid: "
         "Input should be less than 1 (read by the train stage)",
+    ),
+    (
+        # A network that no module in src/cnn_pipeline/models/ declares.
+        {"model": {"name": "vgg16"}},
+        "cnn-pipeline train: error: params.yaml: model.name = 'vgg16' is invalid: Input "
+        f"should be one of {', '.join(map(repr, models.networks()))} (a module in "
+        "src/cnn_pipeline/models/ adds one: see docs/extending.md)",
     ),
     (
         {"augment": {"rotate": 0.9}},

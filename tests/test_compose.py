@@ -43,8 +43,8 @@ def compose(*overrides: str) -> dict[str, object]:
     [
         (
             ["data=nosuch"],
-            "data=nosuch: conf/data/ has no nosuch.yaml: choose one of cifar10, digits, "
-            "fashion_mnist, image_folder, mnist",
+            "data=nosuch: conf/data/ has no nosuch.yaml: choose one of "
+            + ", ".join(sorted(path.stem for path in (CONF / "data").glob("*.yaml"))),
         ),
         (["model=lenet"], "did you mean model=lenet5?"),
         (

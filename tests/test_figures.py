@@ -48,6 +48,57 @@ def test_upsampling_shrinks_the_field_in_input_pixels() -> None:
     assert upsampled["pool2"] < native["pool2"]
 
 
+def depthwise_residual_model() -> keras.Model:
+    """No Conv2D at all: a depthwise stem, a residual block of separable convolutions whose
+    shortcut skips them, pooling."""
+    layers = keras.layers
+    inputs = keras.Input((16, 16, 1), name="image")
+    x = layers.DepthwiseConv2D(3, depth_multiplier=4, name="stem_depthwise")(inputs)  # 14x14x4
+    y = layers.SeparableConv2D(4, 3, padding="same", name="block_sep1")(x)
+    y = layers.ReLU(name="block_relu")(y)
+    y = layers.SeparableConv2D(4, 3, padding="same", dilation_rate=2, name="block_sep2")(y)
+    x = layers.Add(name="block_add")([x, y])
+    x = layers.MaxPooling2D(2, name="pool")(x)
+    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    return keras.Model(inputs, layers.Dense(3, activation="softmax")(x))
+
+
+def test_receptive_fields_follow_the_graph_through_separable_and_residual_layers() -> None:
+    fields = {row.layer: (row.field_px, row.layer_type) for row in receptive_fields(
+        depthwise_residual_model()
+    )}  # fmt: skip
+    assert fields == {
+        "stem_depthwise": (3, "DepthwiseConv2D"),
+        "block_sep1": (5, "SeparableConv2D"),
+        # A 3x3 kernel dilated by 2 spans 5 pixels: +4.
+        "block_sep2": (9, "SeparableConv2D"),
+        # The Add sees the larger field of its two inputs (the shortcut's is 3), then +1.
+        "pool": (10, "MaxPooling2D"),
+    }
+
+
+def test_a_network_without_conv2d_gets_its_filters_and_maps(tmp_path: Path) -> None:
+    model = depthwise_residual_model()
+    figure = plot_first_layer_filters(model, tmp_path / "filters.png")
+    # The depthwise stem: 1 input channel x 4 multipliers = 4 filters of 3x3.
+    assert len([axis for axis in figure.axes if axis.images]) == 4
+    assert figure.get_suptitle() == "stem_depthwise: 4 learned 3x3 depthwise filters"
+    images = np.random.default_rng(0).integers(0, 256, size=(1, 16, 16, 1), dtype=np.uint8)
+    plot_activation_maps(model, images, tmp_path / "activations.png", maps_per_layer=2)
+    assert_not_blank(decoded(tmp_path / "activations.png"))
+
+
+def test_a_network_without_any_convolution_says_so(tmp_path: Path) -> None:
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x), name="dense_only")
+    figure = plot_first_layer_filters(model, tmp_path / "filters.png")
+    assert "no convolution layer" in figure.texts[0].get_text()
+    plot_activation_maps(model, np.zeros((1, 8, 8, 1), np.uint8), tmp_path / "maps.png")
+    assert decoded(tmp_path / "filters.png").size and decoded(tmp_path / "maps.png").size
+    assert receptive_fields(model) == []
+
+
 def test_describe_marks_layers_that_see_the_whole_image() -> None:
     model = build_model(SIMPLE_CNN_BN, (8, 8, 1), 10)
     table = describe(receptive_fields(model), image_side=8).splitlines()

@@ -1,19 +1,30 @@
-"""The networks: output shapes on every dataset's images, and the published sizes."""
+"""The networks: every registered one builds, trains and is drawn (a contract over the
+registry, naming none); then each one's published layout and size."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
 import numpy as np
 import pytest
+import yaml
+from PIL import Image
 
-from cnn_pipeline.config import (
-    AugmentConfig,
-    FastCnnConfig,
-    LeNet5Config,
-    ResNetConfig,
-    SimpleCnnConfig,
-)
+from cnn_pipeline import models
+from cnn_pipeline.config import AugmentConfig, NetworkConfig
 from cnn_pipeline.errors import UserError
+from cnn_pipeline.figures.features import plot_activation_maps, plot_first_layer_filters
 from cnn_pipeline.models import build_model
+from cnn_pipeline.models.fast_cnn import FastCnnConfig
+from cnn_pipeline.models.lenet5 import LeNet5Config
+from cnn_pipeline.models.receptive_field import receptive_fields, spatial_filter_layers
+from cnn_pipeline.models.resnet import ResNetConfig
+from cnn_pipeline.models.simple_cnn import SimpleCnnConfig
+
+from conftest import REPO_ROOT
 
 SIMPLE_CNN = SimpleCnnConfig(
     name="simple_cnn",
@@ -45,20 +56,73 @@ LENET5 = LeNet5Config(
 )
 
 
-@pytest.mark.parametrize(
-    "model_config",
-    [SIMPLE_CNN, SIMPLE_CNN_BN, FAST_CNN, LENET5, RESNET],
-    ids=["simple_cnn", "simple_cnn_bn", "fast_cnn", "lenet5", "resnet"],
-)
-@pytest.mark.parametrize("input_shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
-def test_output_is_one_probability_per_class(
-    model_config: SimpleCnnConfig | LeNet5Config, input_shape: tuple[int, int, int]
+def model_presets() -> dict[str, NetworkConfig]:
+    """conf/model/NAME.yaml -> its validated config, for every preset."""
+    return {
+        path.stem: models.model_config({"model": yaml.safe_load(path.read_text())})
+        for path in sorted((REPO_ROOT / "conf" / "model").glob("*.yaml"))
+    }
+
+
+def test_every_network_has_a_preset_and_every_preset_a_network() -> None:
+    networks = models.networks()
+    assert networks, "no module in src/cnn_pipeline/models/ declares NETWORK"
+    named = {preset.name for preset in model_presets().values()}
+    assert named == set(networks), "each network needs a conf/model/ file (docs/extending.md)"
+
+
+def test_validation_imports_no_keras_and_every_network_module_is_light() -> None:
+    """The check stage validates in about a second: importing models/ and datasets/ (every
+    module, as the registries do) must not import Keras or TensorFlow."""
+    script = (
+        "import sys\n"
+        "from cnn_pipeline import datasets, models\n"
+        "models.networks(); datasets.all_datasets()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'tensorflow')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def _not_blank(path: Path) -> bool:
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L"))
+    return len(np.unique(pixels)) > 10
+
+
+@pytest.mark.parametrize("preset", sorted(model_presets()))
+@pytest.mark.parametrize("input_shape", [(8, 8, 1), (32, 32, 3)])
+def test_every_network_builds_trains_a_step_and_is_drawn(
+    preset: str, input_shape: tuple[int, int, int], tmp_path: Path
 ) -> None:
-    model = build_model(model_config, input_shape, num_classes=10)
-    images = np.random.default_rng(0).integers(0, 256, size=(5, *input_shape), dtype=np.uint8)
-    probabilities = np.asarray(model.predict(images, verbose=0))
-    assert probabilities.shape == (5, 10)
+    model = build_model(model_presets()[preset], input_shape, num_classes=3)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(4, *input_shape), dtype=np.uint8)
+    labels = keras.utils.to_categorical(np.arange(4) % 3, 3)
+    # One eager step: tracing a compiled training step would cost more than the whole test.
+    model.compile(optimizer="adam", loss="categorical_crossentropy", run_eagerly=True)
+    model.train_on_batch(images, labels)
+    probabilities = np.asarray(model(images, training=False))
+    assert probabilities.shape == (4, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    # Every layer that learns spatial filters has its receptive field.
+    fields = {row.layer for row in receptive_fields(model)}
+    assert {layer.name for layer in spatial_filter_layers(model)} <= fields
+    plot_first_layer_filters(model, tmp_path / "filters.png")
+    plot_activation_maps(model, images[:1], tmp_path / "activations.png", maps_per_layer=2)
+    assert _not_blank(tmp_path / "filters.png")
+    assert _not_blank(tmp_path / "activations.png")
+
+
+def test_output_is_one_probability_per_class_on_28x28() -> None:
+    for config in model_presets().values():
+        model = build_model(config, (28, 28, 1), num_classes=10)
+        images = np.random.default_rng(0).integers(0, 256, size=(5, 28, 28, 1), dtype=np.uint8)
+        probabilities = np.asarray(model(images, training=False))
+        assert probabilities.shape == (5, 10)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
 def test_simple_cnn_matches_the_keras_io_example_size() -> None:

@@ -208,7 +208,7 @@ CORE = """
 import json, os, sys
 from pathlib import Path
 import numpy as np, yaml
-from cnn_pipeline import config, multihost
+from cnn_pipeline import config, models, multihost
 workdir, weights_file = Path(sys.argv[1]), sys.argv[2]
 params = yaml.safe_load((workdir / "params.yaml").read_text())
 multihost.join(multihost.from_environment(os.environ), params, workdir / "data/prepared")
@@ -217,7 +217,7 @@ from cnn_pipeline.training import train_model
 prepared = workdir / "data/prepared"
 result = train_model(
     load_split(prepared, "train"), load_split(prepared, "validation"), load_info(prepared),
-    config.model_config(params), config.augment_config(params), config.train_config(params),
+    models.model_config(params), config.augment_config(params), config.train_config(params),
     verbose=0,
 )
 np.savez(weights_file, *result.model.get_weights())

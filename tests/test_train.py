@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from cnn_pipeline import training
-from cnn_pipeline.config import AugmentConfig, SimpleCnnConfig, TrainConfig
+from cnn_pipeline.config import AugmentConfig, TrainConfig
+from cnn_pipeline.models.simple_cnn import SimpleCnnConfig
 from cnn_pipeline.prepared import DatasetInfo, Split, load_info, load_split
 from cnn_pipeline.stages import download, evaluate, preprocess, train
 from cnn_pipeline.training import TrainingResult, train_model

@@ -25,7 +25,9 @@ logger = logging.getLogger("cnn_pipeline")
 
 
 def _download(params: dict[str, Any], workdir: Path) -> None:
-    data_config = config.data_config(params)
+    from cnn_pipeline import datasets
+
+    data_config = datasets.data_config(params)
     # Relative image folders are relative to the repository, also when `dvc exp run --queue`
     # runs this stage in a temporary copy of it.
     repo_root = paths.repository_root(workdir)
@@ -42,7 +44,9 @@ def _download(params: dict[str, Any], workdir: Path) -> None:
 
 
 def _preprocess(params: dict[str, Any], workdir: Path) -> None:
-    data_config = config.data_config(params)
+    from cnn_pipeline import datasets
+
+    data_config = datasets.data_config(params)
     from cnn_pipeline.stages import preprocess
 
     preprocess.run(data_config, workdir / paths.RAW_DIR, workdir / paths.PREPARED_DIR)

@@ -15,9 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from cnn_pipeline.errors import UserError, nearest_key_hint
 
-DatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "image_folder"]
-DATASETS_WITH_OWN_TEST_SET: frozenset[str] = frozenset({"mnist", "fashion_mnist", "cifar10"})
-IMAGE_FOLDER_KEYS = ("path", "image_size", "color_mode")
 MISSING_VALUE = "???"  # Hydra's mark for a value the user must give
 
 
@@ -31,7 +28,10 @@ Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
 class DataConfig(_Section):
-    name: DatasetName
+    """The data section. Its name's own rules (which datasets exist, which keys each reads,
+    whether it has its own test set) are checked by `datasets.data_config`."""
+
+    name: Annotated[str, Field(min_length=1)]  # a module in datasets/ (discovery.py)
     mirrors: list[str]
     mirror: str | None
     path: str | None
@@ -42,88 +42,13 @@ class DataConfig(_Section):
     validation_fraction: Fraction
     split_seed: Annotated[int, Field(ge=0)]
 
-    def check_consistency(self) -> None:
-        """Rules that tie keys to the dataset chosen, checked after each key's own type."""
-        if self.name == "image_folder":
-            if self.path == MISSING_VALUE:
-                raise UserError(
-                    "params.yaml: data.path is required for data.name = "
-                    "'image_folder': set it to your folder, e.g. "
-                    "`-S data.path=/data/pets` or `cnn-pipeline params "
-                    "data=image_folder data.path=/data/pets`"
-                )
-            for key in IMAGE_FOLDER_KEYS:
-                if getattr(self, key) is None:
-                    raise UserError(
-                        f"params.yaml: data.{key} = null is not allowed for "
-                        "data.name = 'image_folder': set it (see conf/data/"
-                        "image_folder.yaml)"
-                    )
-        else:
-            for key in (*IMAGE_FOLDER_KEYS, "test_path"):
-                if getattr(self, key) is not None:
-                    raise UserError(
-                        f"params.yaml: data.{key} = {getattr(self, key)!r} is only "
-                        f"used with data.name = 'image_folder', not {self.name!r}: "
-                        "set it to null"
-                    )
-        has_own_test_set = self.name in DATASETS_WITH_OWN_TEST_SET or self.test_path is not None
-        if has_own_test_set and self.test_fraction is not None:
-            raise UserError(
-                f"params.yaml: data.test_fraction = {self.test_fraction!r} is not allowed for "
-                f"data.name = {self.name!r} with its own test set: set it to null"
-            )
-        if not has_own_test_set and self.test_fraction is None:
-            raise UserError(
-                f"params.yaml: data.test_fraction = null is not allowed for data.name = "
-                f"{self.name!r}, which has no separate test set: give a fraction between 0 and 1"
-            )
 
+class NetworkConfig(_Section):
+    """What every network's config (the model section) holds; each module in models/
+    subclasses it with its own keys (discovery.py)."""
 
-class SimpleCnnConfig(_Section):
-    name: Literal["simple_cnn"]
+    name: Annotated[str, Field(min_length=1)]  # the module in models/ that builds it
     min_input_size: PositiveInt | None
-    filters: Annotated[list[PositiveInt], Field(min_length=1)]
-    convs_per_block: Annotated[int, Field(ge=1, le=26)]
-    kernel_size: PositiveInt
-    padding: Literal["valid", "same"]
-    batch_norm: bool
-    dense_units: PositiveInt | None
-    dropout_rate: Annotated[float, Field(ge=0, lt=1)]
-
-
-class FastCnnConfig(_Section):
-    name: Literal["fast_cnn"]
-    min_input_size: PositiveInt | None
-    filters: Annotated[list[PositiveInt], Field(min_length=1)]
-    stem_kernel_size: PositiveInt
-    dense_units: PositiveInt | None
-    dropout_rate: Annotated[float, Field(ge=0, lt=1)]
-
-
-class LeNet5Config(_Section):
-    name: Literal["lenet5"]
-    min_input_size: PositiveInt | None
-    activation: Literal["relu", "tanh"]
-    pooling: Literal["max", "average"]
-    dropout_rate: Annotated[float, Field(ge=0, lt=1)]
-
-
-class ResNetConfig(_Section):
-    name: Literal["resnet"]
-    min_input_size: PositiveInt | None
-    filters: Annotated[list[PositiveInt], Field(min_length=1)]
-    blocks_per_stage: PositiveInt
-    dropout_rate: Annotated[float, Field(ge=0, lt=1)]
-
-
-AnyModelConfig = SimpleCnnConfig | FastCnnConfig | LeNet5Config | ResNetConfig
-ModelConfig = Annotated[AnyModelConfig, Field(discriminator="name")]
-MODEL_CLASSES: dict[str, type[_Section]] = {
-    member.model_fields["name"].annotation.__args__[0]: member  # type: ignore[union-attr]
-    for member in (SimpleCnnConfig, FastCnnConfig, LeNet5Config, ResNetConfig)
-}
-MODEL_NAMES: tuple[str, ...] = tuple(MODEL_CLASSES)
 
 
 class AugmentConfig(_Section):
@@ -214,7 +139,8 @@ def read_params(params_file: Path) -> dict[str, Any]:
     return params
 
 
-def _section(params: dict[str, Any], name: str) -> Any:
+def section(params: dict[str, Any], name: str) -> Any:
+    """params[name], or a UserError saying how to get a params.yaml that has it."""
     if name not in params:
         raise UserError(
             f"params.yaml has no '{name}' section: recompose it with `cnn-pipeline params`"
@@ -222,15 +148,18 @@ def _section(params: dict[str, Any], name: str) -> Any:
     return params[name]
 
 
-def _hand_switched_model(errors: list[Any], section: Any) -> str | None:
-    """The one line for `model.name` changed by hand: the name is known, but the other keys
-    are another network's. Switching a network is a group switch, which composes its file."""
-    if not isinstance(section, dict) or section.get("name") not in MODEL_NAMES:
-        return None
+def _hand_switched_network(errors: list[Any], prefix: str, value: Any) -> str | None:
+    """The one line for `model.name` changed by hand: the name is a network's, but the other
+    keys are another network's. Switching a network is a group switch, which composes its
+    conf/model/ file."""
     kinds = {detail["type"] for detail in errors}
-    if not {"missing", "extra_forbidden"} <= kinds:
+    if (
+        prefix != "model"
+        or not isinstance(value, dict)
+        or not {"missing", "extra_forbidden"} <= kinds
+    ):
         return None
-    name = section["name"]
+    name = value.get("name")
     missing = [f"model.{detail['loc'][-1]}" for detail in errors if detail["type"] == "missing"]
     return (
         f"params.yaml: model.name = {name!r}, but the other model keys are another network's "
@@ -239,21 +168,23 @@ def _hand_switched_model(errors: list[Any], section: Any) -> str | None:
     )
 
 
-def _describe(error: ValidationError, prefix: str, section: Any = None) -> str:
-    """Turn pydantic's complaints into one line: key, value given, what is allowed."""
+def _describe(
+    error: ValidationError,
+    prefix: str,
+    section_class: type[_Section] | None = None,
+    value: Any = None,
+) -> str:
+    """Turn pydantic's complaints about the section `value` into one line: key, value given,
+    what is allowed."""
     errors = error.errors(include_url=False)
-    if prefix == "model" and (switched := _hand_switched_model(errors, section)):
+    if switched := _hand_switched_network(errors, prefix, value):
         return switched
     # A renamed key is reported as the required key missing plus an unknown key: name the
     # unknown one, whose nearest known key is the missing one (`did you mean`).
     unknown = [detail for detail in errors if detail["type"] == "extra_forbidden"]
     detail = unknown[0] if unknown else errors[0]
     location = [str(part) for part in detail["loc"]]
-    section_class = SECTION_CLASSES.get(prefix)
-    # A tagged union adds the tag ("simple_cnn") to the location; the user never wrote it.
-    if prefix == "model" and location and location[0] in MODEL_NAMES:
-        section_class = MODEL_CLASSES[location[0]]
-        location = location[1:]
+    section_class = section_class or SECTION_CLASSES.get(prefix)
     key = ".".join([prefix, *location]) if location else prefix
     if detail["type"] == "extra_forbidden":
         known = list(section_class.model_fields) if section_class is not None else []
@@ -262,11 +193,6 @@ def _describe(error: ValidationError, prefix: str, section: Any = None) -> str:
         return f"params.yaml: {key} is missing: recompose params.yaml with `cnn-pipeline params`"
     given = detail.get("input")
     message = detail["msg"]
-    if detail["type"] == "union_tag_not_found":
-        return f"params.yaml: {prefix}.name is missing: name one of the files in conf/{prefix}/"
-    if detail["type"] == "union_tag_invalid":
-        key, given = f"{prefix}.name", detail["ctx"]["tag"]
-        message = f"Input should be one of {detail['ctx']['expected_tags']}"
     if isinstance(given, str) and _looks_like_a_number(given):
         message += " (it is quoted, so YAML reads it as text: remove the quotes)"
     return f"params.yaml: {key} = {given!r} is invalid: {message}"
@@ -287,7 +213,22 @@ def _validate(adapter: TypeAdapter[SectionT], value: Any, prefix: str) -> Sectio
     try:
         return adapter.validate_python(value)
     except ValidationError as error:
-        raise UserError(_describe(error, prefix, value)) from None
+        raise UserError(_describe(error, prefix, value=value)) from None
+
+
+SectionClassT = TypeVar("SectionClassT", bound=_Section)
+
+
+def validate_section(
+    params: dict[str, Any], name: str, section_class: type[SectionClassT]
+) -> SectionClassT:
+    """params[name] as section_class, or the one-line UserError: for sections whose class is
+    chosen elsewhere (a network's config, by models.model_config)."""
+    value = section(params, name)
+    try:
+        return section_class.model_validate(value)
+    except ValidationError as error:
+        raise UserError(_describe(error, name, section_class, value)) from None
 
 
 SECTION_CLASSES: dict[str, type[_Section]] = {
@@ -301,33 +242,29 @@ SECTION_CLASSES: dict[str, type[_Section]] = {
 
 
 def data_config(params: dict[str, Any]) -> DataConfig:
-    config = _validate(TypeAdapter(DataConfig), _section(params, "data"), "data")
-    config.check_consistency()
-    return config
-
-
-def model_config(params: dict[str, Any]) -> AnyModelConfig:
-    adapter: TypeAdapter[AnyModelConfig] = TypeAdapter(ModelConfig)
-    return _validate(adapter, _section(params, "model"), "model")
+    """The data section's keys and types only; `datasets.data_config` adds the rules of the
+    dataset it names. Training reads this one (to log the section), so that it does not
+    import datasets/ and depend on it."""
+    return _validate(TypeAdapter(DataConfig), section(params, "data"), "data")
 
 
 def augment_config(params: dict[str, Any]) -> AugmentConfig:
-    return _validate(TypeAdapter(AugmentConfig), _section(params, "augment"), "augment")
+    return _validate(TypeAdapter(AugmentConfig), section(params, "augment"), "augment")
 
 
 def train_config(params: dict[str, Any]) -> TrainConfig:
-    config = _validate(TypeAdapter(TrainConfig), _section(params, "train"), "train")
+    config = _validate(TypeAdapter(TrainConfig), section(params, "train"), "train")
     config.check_consistency()
     return config
 
 
 def evaluate_config(params: dict[str, Any]) -> EvaluateConfig:
-    return _validate(TypeAdapter(EvaluateConfig), _section(params, "evaluate"), "evaluate")
+    return _validate(TypeAdapter(EvaluateConfig), section(params, "evaluate"), "evaluate")
 
 
 def report_config(params: dict[str, Any]) -> ReportConfig:
-    return _validate(TypeAdapter(ReportConfig), _section(params, "report"), "report")
+    return _validate(TypeAdapter(ReportConfig), section(params, "report"), "report")
 
 
 def mlflow_config(params: dict[str, Any]) -> MlflowConfig:
-    return _validate(TypeAdapter(MlflowConfig), _section(params, "mlflow"), "mlflow")
+    return _validate(TypeAdapter(MlflowConfig), section(params, "mlflow"), "mlflow")

@@ -32,7 +32,7 @@ import numpy as np
 
 from cnn_pipeline import paths
 from cnn_pipeline.accelerators import pinned_versions
-from cnn_pipeline.config import AnyModelConfig, AugmentConfig, TrainConfig
+from cnn_pipeline.config import AugmentConfig, NetworkConfig, TrainConfig
 from cnn_pipeline.errors import TrainingInterrupted, UserError, first_line
 from cnn_pipeline.prepared import INFO_FILE, SPLITS, load_split
 from cnn_pipeline.rendezvous import Member, meet, split_address
@@ -242,7 +242,7 @@ def _lost_a_process(error: BaseException) -> bool:
 
 
 def train_as_peer(
-    model_config: AnyModelConfig,
+    model_config: NetworkConfig,
     augment_config: AugmentConfig,
     train_config: TrainConfig,
     workdir: Path,

@@ -19,7 +19,7 @@ from typing import Any
 import keras
 
 from cnn_pipeline.accelerators import Accelerators, detect, precision_policy
-from cnn_pipeline.config import AnyModelConfig, AugmentConfig, TrainConfig
+from cnn_pipeline.config import AugmentConfig, NetworkConfig, TrainConfig
 from cnn_pipeline.distribution import (
     ThisProcessOnly,
     data_parallel,
@@ -127,7 +127,7 @@ def make_optimizer(config: TrainConfig, training_images: int) -> keras.optimizer
 
 
 def compiled_model(
-    model_config: AnyModelConfig,
+    model_config: NetworkConfig,
     augment_config: AugmentConfig,
     train_config: TrainConfig,
     info: DatasetInfo,
@@ -166,7 +166,7 @@ def train_model(
     train: Split,
     validation: Split,
     info: DatasetInfo,
-    model_config: AnyModelConfig,
+    model_config: NetworkConfig,
     augment_config: AugmentConfig,
     train_config: TrainConfig,
     *,

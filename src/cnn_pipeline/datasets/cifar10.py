@@ -11,9 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn_pipeline.datasets import RawDataset
+from cnn_pipeline.datasets import Dataset, RawDataset
 from cnn_pipeline.datasets.archive import extract_members
-from cnn_pipeline.datasets.mirrors import Checksum, RemoteFile, RetryPolicy, fetch
+from cnn_pipeline.datasets.mirrors import (
+    Checksum,
+    RemoteFile,
+    RetryPolicy,
+    fetch,
+    mirrors_in_effect,
+)
 from cnn_pipeline.errors import UserError
 
 ARCHIVE = RemoteFile(
@@ -84,3 +90,12 @@ def read(raw_dir: Path) -> RawDataset:
     images, labels = read_batches([batches / name for name in TRAIN_FILES])
     test_images, test_labels = read_batches([batches / TEST_FILE])
     return RawDataset(images, labels, CLASS_NAMES, test_images, test_labels)
+
+
+DATASET = Dataset(
+    fetch=lambda config, raw_dir, policy: fetch_all(
+        mirrors_in_effect(config.mirrors, config.mirror), raw_dir, policy
+    ),
+    read=lambda config, raw_dir: read(raw_dir),
+    has_own_test_set=True,
+)

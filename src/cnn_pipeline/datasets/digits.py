@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn_pipeline.datasets import RawDataset
+from cnn_pipeline.datasets import Dataset, RawDataset
 from cnn_pipeline.errors import UserError
 
 FILE_NAME = "digits.csv.gz"
@@ -52,3 +52,10 @@ def read(raw_dir: Path) -> RawDataset:
     images = np.rint(pixels * (255 / MAX_PIXEL_VALUE)).astype(np.uint8)
     images = images.reshape(-1, IMAGE_SIDE, IMAGE_SIDE, 1)  # (N, 64) -> (N, 8, 8, 1)
     return RawDataset(images=images, labels=labels.astype(np.uint8), class_names=CLASS_NAMES)
+
+
+DATASET = Dataset(
+    fetch=lambda config, raw_dir, policy: fetch(raw_dir),
+    read=lambda config, raw_dir: read(raw_dir),
+    has_own_test_set=False,
+)

@@ -5,7 +5,7 @@ Pinned by the MD5s its authors publish for the .gz files. No digest of the decom
 content is published, so (unlike MNIST) a mirror that recompressed the files is refused.
 """
 
-from cnn_pipeline.datasets.idx import IdxDataset
+from cnn_pipeline.datasets.idx import IdxDataset, dataset
 from cnn_pipeline.datasets.mirrors import Checksum, RemoteFile
 
 FASHION_MNIST = IdxDataset(
@@ -34,3 +34,5 @@ FASHION_MNIST = IdxDataset(
         "Ankle boot",
     ),
 )
+
+DATASET = dataset(FASHION_MNIST)

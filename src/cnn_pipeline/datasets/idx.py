@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn_pipeline.datasets import RawDataset
-from cnn_pipeline.datasets.mirrors import RemoteFile, RetryPolicy, fetch
+from cnn_pipeline.datasets import Dataset, RawDataset
+from cnn_pipeline.datasets.mirrors import RemoteFile, RetryPolicy, fetch, mirrors_in_effect
 from cnn_pipeline.errors import UserError
 
 IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one these datasets use
@@ -69,4 +69,15 @@ def read(spec: IdxDataset, raw_dir: Path) -> RawDataset:
         class_names=spec.class_names,
         test_images=load(spec.test_images)[..., np.newaxis],
         test_labels=load(spec.test_labels),
+    )
+
+
+def dataset(spec: IdxDataset) -> Dataset:
+    """The `DATASET` of a module that describes one IDX dataset (mnist.py, fashion_mnist.py)."""
+    return Dataset(
+        fetch=lambda config, raw_dir, policy: fetch_all(
+            spec, mirrors_in_effect(config.mirrors, config.mirror), raw_dir, policy
+        ),
+        read=lambda config, raw_dir: read(spec, raw_dir),
+        has_own_test_set=True,
     )

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn_pipeline.datasets import RawDataset
+from cnn_pipeline.config import MISSING_VALUE, DataConfig
+from cnn_pipeline.datasets import OPTIONAL_KEYS, Dataset, RawDataset
 from cnn_pipeline.errors import UserError
 from cnn_pipeline.images import UnreadableImage, read_image
 
@@ -124,3 +125,32 @@ def read(raw_dir: Path, image_size: int, color_mode: str) -> RawDataset:
             )
         test_images, test_labels = _decode(listed(test_classes), image_size, channels)
     return RawDataset(images, labels, class_names, test_images, test_labels)
+
+
+def check(config: DataConfig) -> None:
+    """data.path, image_size and color_mode are required (test_path is optional)."""
+    if config.path == MISSING_VALUE:
+        raise UserError(
+            "params.yaml: data.path is required for data.name = 'image_folder': set it to your "
+            "folder, e.g. `-S data.path=/data/pets` or `cnn-pipeline params data=image_folder "
+            "data.path=/data/pets`"
+        )
+    for key in ("path", "image_size", "color_mode"):
+        if getattr(config, key) is None:
+            raise UserError(
+                f"params.yaml: data.{key} = null is not allowed for data.name = "
+                "'image_folder': set it (see conf/data/image_folder.yaml)"
+            )
+
+
+def _fetch(config: DataConfig, raw_dir: Path, policy: object) -> None:
+    assert config.path is not None  # check() guarantees it
+    fetch(Path(config.path), Path(config.test_path) if config.test_path else None, raw_dir)
+
+
+def _read(config: DataConfig, raw_dir: Path) -> RawDataset:
+    assert config.image_size is not None and config.color_mode is not None  # check()
+    return read(raw_dir, config.image_size, config.color_mode)
+
+
+DATASET = Dataset(_fetch, _read, has_own_test_set=False, reads_keys=OPTIONAL_KEYS, check=check)

@@ -4,7 +4,7 @@ Pinned by the SHA-256 of each file's decompressed content (identical to the cano
 MNIST), so a mirror that recompressed the files passes, and by the canonical .gz MD5s.
 """
 
-from cnn_pipeline.datasets.idx import IdxDataset
+from cnn_pipeline.datasets.idx import IdxDataset, dataset
 from cnn_pipeline.datasets.mirrors import Checksum, RemoteFile
 
 
@@ -41,3 +41,5 @@ MNIST = IdxDataset(
     ),
     class_names=tuple(str(digit) for digit in range(10)),
 )
+
+DATASET = dataset(MNIST)

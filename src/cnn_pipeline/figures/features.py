@@ -1,4 +1,9 @@
-"""What the network sees: first-layer filters and every convolution's activation maps."""
+"""What the network sees: first-layer filters and every convolution's activation maps.
+
+"Convolution" means any layer that learns spatial filters (Conv2D, SeparableConv2D,
+DepthwiseConv2D: models.receptive_field.spatial_filter_layers), found by following the model's
+graph, so residual and separable networks are drawn as plain ones are.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,7 @@ from typing import Any
 import numpy as np
 
 from cnn_pipeline.figures import pyplot, save_figure
-
-
-def _conv_layers(model: Any) -> list[Any]:
-    from keras import layers
-
-    return [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
+from cnn_pipeline.models.receptive_field import fed_layers, spatial_filter_layers
 
 
 def plot_first_layer_filters(model: Any, path: Path) -> Any:
@@ -22,22 +22,44 @@ def plot_first_layer_filters(model: Any, path: Path) -> Any:
     the saved figure, whose axes hold one image per filter in order.
 
     Light pixels are positive weights, dark ones negative: oriented light/dark pairs are the
-    edge and stroke detectors the network learned.
+    edge and stroke detectors the network learned. A separable or depthwise first layer shows
+    its depthwise filters (one per input channel and multiplier; the 1x1 mixing that follows
+    has no spatial extent). A network without any such layer gets a figure that says so.
     """
-    first = _conv_layers(model)[0]
-    kernel = np.asarray(first.get_weights()[0])  # (height, width, in_channels, filters)
-    filters = kernel.mean(axis=2)  # (height, width, filters)
+    from keras import layers
+
+    plt = pyplot()
+    spatial = spatial_filter_layers(model)
+    if not spatial:
+        figure = plt.figure(figsize=(5, 1.2))
+        figure.text(
+            0.5,
+            0.5,
+            f"{model.name} has no convolution layer:\nno learned filters to draw",
+            ha="center",
+            va="center",
+        )
+        save_figure(figure, path)
+        return figure
+    first = spatial[0]
+    kernel = np.asarray(first.get_weights()[0])
+    if isinstance(first, layers.Conv2D):
+        filters = kernel.mean(axis=2)  # (height, width, in_channels, filters) -> (h, w, filters)
+        what = "filters"
+    else:
+        # (height, width, in_channels, multiplier) -> (h, w, in_channels * multiplier)
+        filters = kernel.reshape(*kernel.shape[:2], -1)
+        what = "depthwise filters"
     count = filters.shape[-1]
     columns = min(8, count)
     rows = math.ceil(count / columns)
-    plt = pyplot()
     figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.1 + 0.5))
     limit = float(np.abs(filters).max()) or 1.0
     for index, axis in enumerate(np.atleast_1d(axes).ravel()):
         axis.axis("off")
         if index < count:
             axis.imshow(filters[..., index], cmap="gray", vmin=-limit, vmax=limit)
-    figure.suptitle(f"{first.name}: {count} learned {kernel.shape[0]}x{kernel.shape[1]} filters")
+    figure.suptitle(f"{first.name}: {count} learned {kernel.shape[0]}x{kernel.shape[1]} {what}")
     save_figure(figure, path)
     return figure
 
@@ -48,10 +70,17 @@ def plot_activation_maps(
     """For each image: the image, then the first maps of every convolution (after ReLU)."""
     import keras
 
-    convs = _conv_layers(model)
+    convs = spatial_filter_layers(model)
+    if not convs:
+        figure = pyplot().figure(figsize=(5, 1.2))
+        figure.text(0.5, 0.5, f"{model.name} has no convolution layer: no maps to draw",
+                    ha="center", va="center")  # fmt: skip
+        save_figure(figure, path)
+        return
     # The activation follows the convolution (directly or after batch normalisation): show
     # the output of the layer just before the next pooling or convolution.
-    shown = [_activated_output(model, conv) for conv in convs]
+    consumers = fed_layers(model)
+    shown = [_activated_output(conv, consumers) for conv in convs]
     probe = keras.Model(model.inputs, [layer.output for layer in shown])
     outputs = probe.predict(images, verbose=0)
     outputs = outputs if isinstance(outputs, list) else [outputs]
@@ -79,14 +108,13 @@ def plot_activation_maps(
     save_figure(figure, path)
 
 
-def _activated_output(model: Any, conv: Any) -> Any:
+def _activated_output(conv: Any, consumers: dict[str, list[Any]]) -> Any:
+    """The last of the normalisation and activation layers that alone follow `conv`."""
     from keras import layers
 
-    following = model.layers[model.layers.index(conv) + 1 :]
     chosen = conv
-    for layer in following:
-        if isinstance(layer, (layers.BatchNormalization, layers.Activation)):
-            chosen = layer
-        else:
-            break
+    while len(following := consumers[chosen.name]) == 1 and isinstance(
+        following[0], (layers.BatchNormalization, layers.Activation, layers.ReLU)
+    ):
+        chosen = following[0]
     return chosen

@@ -1,22 +1,58 @@
-"""The networks, one module each. `build_model` adds the shared input block (normalisation,
-training-time augmentation, upsampling) and picks the builder named in params.yaml."""
+"""The networks, one module each, found by their `NETWORK` (discovery.py): `model.name` is
+the module's name. `build_model` adds the shared input block (normalisation, training-time
+augmentation, upsampling) and the softmax head around the named network's features.
+
+Nothing here or in a network's module imports Keras at import time: validation (the check
+stage) imports every module of this folder and stays TensorFlow-free. See docs/extending.md.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import keras
-from keras import layers
-
-from cnn_pipeline.config import (
-    AnyModelConfig,
-    AugmentConfig,
-    FastCnnConfig,
-    LeNet5Config,
-    ResNetConfig,
-    SimpleCnnConfig,
-)
+from cnn_pipeline import config, discovery
+from cnn_pipeline.config import AugmentConfig, NetworkConfig
 from cnn_pipeline.errors import UserError
+
+if TYPE_CHECKING:
+    import keras
+
+
+@dataclass(frozen=True)
+class Network:
+    """What a module in models/ declares as `NETWORK`: its config class (a NetworkConfig with
+    the module's own keys) and the function that builds its layers."""
+
+    config: type[NetworkConfig]
+    # (config, standardised images) -> the features the softmax head reads (any shape: the
+    # head flattens nothing, so end with Flatten or global pooling).
+    features: Callable[[Any, keras.KerasTensor], keras.KerasTensor]
+
+
+@functools.cache
+def networks() -> dict[str, Network]:
+    """Every network, by name (its module's name), sorted."""
+    return discovery.declared(sys.modules[__name__], "NETWORK")
+
+
+def model_config(params: dict[str, Any]) -> NetworkConfig:
+    """The model section, validated by the config class of the network it names."""
+    section = config.section(params, "model")
+    if not isinstance(section, dict):
+        return config.validate_section(params, "model", NetworkConfig)  # says what it must be
+    if "name" not in section:
+        raise UserError("params.yaml: model.name is missing: name one of the files in conf/model/")
+    known = networks()
+    name = section["name"]
+    if not isinstance(name, str) or name not in known:
+        raise discovery.unknown_name(
+            "model.name", name, list(known), sys.modules[__name__], "NETWORK"
+        )
+    return config.validate_section(params, "model", known[name].config)
 
 
 def input_block(
@@ -31,6 +67,9 @@ def input_block(
     `pixel_stats` is the per-channel (mean, variance) of the training split; without it,
     pixels are scaled to [0, 1].
     """
+    import keras
+    from keras import layers
+
     inputs = keras.Input(shape=input_shape, name="image")
     if pixel_stats is None:
         x = layers.Rescaling(1.0 / 255, name="rescale_0_1")(inputs)
@@ -60,6 +99,8 @@ def input_block(
 
 
 def classifier_head(features: keras.KerasTensor, num_classes: int) -> keras.KerasTensor:
+    from keras import layers
+
     # float32 output even under mixed precision, so softmax and the loss stay numerically stable.
     return layers.Dense(num_classes, activation="softmax", dtype="float32", name="class_probs")(
         features
@@ -67,24 +108,20 @@ def classifier_head(features: keras.KerasTensor, num_classes: int) -> keras.Kera
 
 
 def build_model(
-    config: AnyModelConfig,
+    config: NetworkConfig,
     input_shape: tuple[int, int, int],
     num_classes: int,
     augment: AugmentConfig | None = None,
     pixel_stats: tuple[Sequence[float], Sequence[float]] | None = None,
 ) -> keras.Model:
-    from cnn_pipeline.models import fast_cnn, lenet5, resnet, simple_cnn
+    import keras
 
+    network = networks()[config.name]
+    if not isinstance(config, network.config):
+        raise TypeError(f"{config.name} is built from a {network.config.__name__}")
     inputs, x = input_block(input_shape, config.min_input_size, augment, pixel_stats)
     try:
-        if isinstance(config, SimpleCnnConfig):
-            features = simple_cnn.features(config, x)
-        elif isinstance(config, FastCnnConfig):
-            features = fast_cnn.features(config, x)
-        elif isinstance(config, LeNet5Config):
-            features = lenet5.features(config, x)
-        elif isinstance(config, ResNetConfig):
-            features = resnet.features(config, x)
+        features = network.features(config, x)
     except ValueError:
         # Keras's own message is several lines about one layer; the fix is the same for all.
         height, width, _ = input_shape

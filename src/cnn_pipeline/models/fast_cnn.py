@@ -19,14 +19,28 @@ On 28x28 inputs with filters [32, 64] it has 35,626 weights, about keras-io's co
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING, Annotated
 
-from cnn_pipeline.config import FastCnnConfig
+from pydantic import Field
+
+from cnn_pipeline.config import NetworkConfig, PositiveInt
+from cnn_pipeline.models import Network
+
+if TYPE_CHECKING:
+    import keras
+
+
+class FastCnnConfig(NetworkConfig):
+    filters: Annotated[list[PositiveInt], Field(min_length=1)]
+    stem_kernel_size: PositiveInt
+    dense_units: PositiveInt | None
+    dropout_rate: Annotated[float, Field(ge=0, lt=1)]
 
 
 def features(config: FastCnnConfig, x: keras.KerasTensor) -> keras.KerasTensor:
     """Strided stem, then convolution + pooling blocks; the flattened features the softmax reads."""
+    from keras import layers
+
     stem_filters, *block_filters = config.filters
     x = layers.Conv2D(
         stem_filters, config.stem_kernel_size, strides=2, use_bias=False, name="stem_conv"
@@ -45,3 +59,6 @@ def features(config: FastCnnConfig, x: keras.KerasTensor) -> keras.KerasTensor:
         x = layers.BatchNormalization(momentum=0.9, name="dense_batch_norm")(x)
         x = layers.Activation("relu", name="dense_relu")(x)
     return layers.Dropout(config.dropout_rate, name="dropout")(x)
+
+
+NETWORK = Network(FastCnnConfig, features)

@@ -9,13 +9,26 @@ per stage is ResNet-20 (about 0.27 M weights).
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING, Annotated
 
-from cnn_pipeline.config import ResNetConfig
+from pydantic import Field
+
+from cnn_pipeline.config import NetworkConfig, PositiveInt
+from cnn_pipeline.models import Network
+
+if TYPE_CHECKING:
+    import keras
+
+
+class ResNetConfig(NetworkConfig):
+    filters: Annotated[list[PositiveInt], Field(min_length=1)]
+    blocks_per_stage: PositiveInt
+    dropout_rate: Annotated[float, Field(ge=0, lt=1)]
 
 
 def _conv_bn(x: keras.KerasTensor, filters: int, stride: int, name: str) -> keras.KerasTensor:
+    from keras import layers
+
     x = layers.Conv2D(
         filters, 3, strides=stride, padding="same", use_bias=False, name=f"{name}_conv"
     )(x)
@@ -25,6 +38,8 @@ def _conv_bn(x: keras.KerasTensor, filters: int, stride: int, name: str) -> kera
 def _residual_block(
     x: keras.KerasTensor, filters: int, stride: int, name: str
 ) -> keras.KerasTensor:
+    from keras import layers
+
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         # A 1x1 projection matches the shortcut's shape to the block's output.
@@ -39,6 +54,8 @@ def _residual_block(
 
 
 def features(config: ResNetConfig, x: keras.KerasTensor) -> keras.KerasTensor:
+    from keras import layers
+
     x = layers.Activation("relu", name="stem_relu")(_conv_bn(x, config.filters[0], 1, "stem"))
     for stage, filters in enumerate(config.filters, start=1):
         for block in range(1, config.blocks_per_stage + 1):
@@ -46,3 +63,6 @@ def features(config: ResNetConfig, x: keras.KerasTensor) -> keras.KerasTensor:
             x = _residual_block(x, filters, stride, f"stage{stage}_block{block}")
     x = layers.GlobalAveragePooling2D(name="global_average_pool")(x)
     return layers.Dropout(config.dropout_rate, name="dropout")(x)
+
+
+NETWORK = Network(ResNetConfig, features)

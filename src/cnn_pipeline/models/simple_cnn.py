@@ -11,15 +11,32 @@ normalisation steadies training on small datasets.
 
 from __future__ import annotations
 
-import keras
-from keras import layers
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from cnn_pipeline.config import SimpleCnnConfig
+from pydantic import Field
+
+from cnn_pipeline.config import NetworkConfig, PositiveInt
+from cnn_pipeline.models import Network
+
+if TYPE_CHECKING:
+    import keras
+
+
+class SimpleCnnConfig(NetworkConfig):
+    filters: Annotated[list[PositiveInt], Field(min_length=1)]
+    convs_per_block: Annotated[int, Field(ge=1, le=26)]
+    kernel_size: PositiveInt
+    padding: Literal["valid", "same"]
+    batch_norm: bool
+    dense_units: PositiveInt | None
+    dropout_rate: Annotated[float, Field(ge=0, lt=1)]
 
 
 def features(config: SimpleCnnConfig, x: keras.KerasTensor) -> keras.KerasTensor:
     """Convolution blocks, then the flattened (optionally fully connected), dropped-out
     features the softmax reads."""
+    from keras import layers
+
     for block, filters in enumerate(config.filters, start=1):
         for conv in "abcdefghijklmnopqrstuvwxyz"[: config.convs_per_block]:
             # conv1, conv2, ... with one convolution per block; conv1a, conv1b, ... with more.
@@ -44,3 +61,6 @@ def features(config: SimpleCnnConfig, x: keras.KerasTensor) -> keras.KerasTensor
         # A hidden fully connected layer: combinations of all the shapes found anywhere.
         x = layers.Dense(config.dense_units, activation="relu", name="dense")(x)
     return layers.Dropout(config.dropout_rate, name="dropout")(x)
+
+
+NETWORK = Network(SimpleCnnConfig, features)

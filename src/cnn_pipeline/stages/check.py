@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cnn_pipeline import config, paths
+from cnn_pipeline import config, datasets, models, paths
 from cnn_pipeline.atomic import write_json
 from cnn_pipeline.errors import UserError, nearest_key_hint
 
@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 # Each params.yaml section, its validator, and the first stage that reads it: an error names
 # that stage, as the stage itself would.
 SECTIONS: tuple[tuple[str, Callable[[dict[str, Any]], object], str], ...] = (
-    ("data", config.data_config, "download"),
-    ("model", config.model_config, "train"),
+    ("data", datasets.data_config, "download"),
+    ("model", models.model_config, "train"),
     ("augment", config.augment_config, "train"),
     ("train", config.train_config, "train"),
     ("mlflow", config.mlflow_config, "train"),
@@ -66,9 +66,8 @@ def check_params(params: dict[str, Any]) -> None:
 def check_inputs(data_config: config.DataConfig, repo_root: Path) -> None:
     """Inputs outside the repository that the download stage would reject: your image folders.
 
-    Relative folders are relative to the repository, as the download stage reads them."""
-    if data_config.name != "image_folder":
-        return
+    Relative folders are relative to the repository, as the download stage reads them. Only
+    the datasets that read these keys allow them to be set (datasets.data_config)."""
     for key in ("path", "test_path"):
         value = getattr(data_config, key)
         if value is not None and not (repo_root / value).is_dir():
@@ -90,7 +89,7 @@ def check(params_file: Path, workdir: Path) -> None:
         except UserError as error:
             raise StageError(stage, error) from None
     try:
-        check_inputs(config.data_config(params), paths.repository_root(workdir))
+        check_inputs(datasets.data_config(params), paths.repository_root(workdir))
     except UserError as error:
         raise StageError("download", error) from None
 

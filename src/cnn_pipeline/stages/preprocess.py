@@ -46,7 +46,7 @@ def split_dataset(raw: datasets.RawDataset, config: DataConfig) -> dict[str, Spl
     if raw.test_images is not None and raw.test_labels is not None:
         test = Split(raw.test_images, raw.test_labels)
     else:
-        assert config.test_fraction is not None  # DataConfig.check_consistency guarantees it
+        assert config.test_fraction is not None  # datasets.data_config guarantees it
         rest, test_indices = stratified_split(labels, config.test_fraction, rng)
         test = Split(images[test_indices], labels[test_indices])
         images, labels = images[rest], labels[rest]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cnn_pipeline import config, paths
+from cnn_pipeline import config, models, paths
 from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.compose import committed_params, default_params, describe_changes
 from cnn_pipeline.errors import TrainingInterrupted
@@ -44,7 +44,7 @@ class TrainSettings:
     """What the train stage reads of params.yaml, each section validated."""
 
     data: config.DataConfig
-    model: config.AnyModelConfig
+    model: config.NetworkConfig
     augment: config.AugmentConfig
     train: config.TrainConfig
     mlflow: config.MlflowConfig
@@ -54,7 +54,7 @@ class TrainSettings:
     def from_params(cls, params: dict[str, Any]) -> TrainSettings:
         return cls(
             config.data_config(params),
-            config.model_config(params),
+            models.model_config(params),
             config.augment_config(params),
             config.train_config(params),
             config.mlflow_config(params),

@@ -5,15 +5,23 @@ reader re-runs preprocess and editing a figure does not retrain. Starting from t
 stage's command runs, this follows every `cnn_pipeline` import (function-level ones too, and
 the `__init__.py` of each package on the way) to the set of files.
 
+A package that registers its own modules (its `__init__.py` imports cnn_pipeline.discovery:
+models/ and datasets/) imports every module in its folder at run time, by names no import
+statement spells: a stage that imports such a package depends on its whole folder, written as
+one directory dep (DVC hashes every file in it), so a new network or dataset module re-runs
+the stages that use it without anyone editing dvc.yaml.
+
 `cnn-pipeline STAGE` runs cli.py: its module-level code and `main`, then only that stage's
 function in `cli.STAGES`; the other stages' functions, `params` and `predict` never run, so
 their imports are not that stage's deps (cli.py itself is: an edit to it re-runs every stage
 it serves). `python -m MODULE` runs the whole module. Imports under `if TYPE_CHECKING:` never
-run and are left out. Names built at run time (`importlib.import_module(f"...")`) cannot be
-read this way: the project has none, keep it so.
+run and are left out. Other names built at run time (`importlib.import_module(f"...")`)
+cannot be read this way: the project has none besides discovery.py's, keep it so.
 
-    python -m cnn_pipeline.stage_deps           # rewrite dvc.yaml's source deps (comments kept)
-    python -m cnn_pipeline.stage_deps --check   # exit 1, printing what differs
+A developer's tool, outside the installed package:
+
+    python tools/stage_deps.py           # rewrite dvc.yaml's source deps (comments kept)
+    python tools/stage_deps.py --check   # exit 1, printing what differs
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ SOURCE_ROOT = Path("src")  # relative to the repository root, as dvc.yaml names 
 CLI_MODULE = f"{PACKAGE}.cli"
 CLI_SCRIPT = "cnn-pipeline"  # [project.scripts] in pyproject.toml: cnn_pipeline.cli:main
 CLI_ENTRY_FUNCTION = "main"
+DISCOVERY_MODULE = f"{PACKAGE}.discovery"  # a package importing it loads all its modules
+COMMAND = "python tools/stage_deps.py"
 
 
 @dataclass(frozen=True)
@@ -147,10 +157,24 @@ def import_closure(source_root: Path, entries: Iterable[Entry]) -> set[Path]:
             continue
         files.add(path)
         nodes = list(_walk(_parse(path).body, skip_functions=False))
-        pending += sorted(
-            _imported_modules(source_root, nodes, module, path.name == "__init__.py") - seen
-        )
+        imported = _imported_modules(source_root, nodes, module, path.name == "__init__.py")
+        if path.name == "__init__.py" and DISCOVERY_MODULE in imported:
+            imported |= {f"{module}.{file.stem}" for file in path.parent.glob("*.py")}
+        pending += sorted(imported - seen)
     return files
+
+
+def discovering_packages(source_root: Path, files: Iterable[Path]) -> set[Path]:
+    """The folders, among those of `files`, of packages that import all their own modules."""
+    folders = set()
+    for path in files:
+        if path.name != "__init__.py":
+            continue
+        module = ".".join(path.parent.relative_to(source_root).parts)
+        nodes = _walk(_parse(path).body, skip_functions=False)
+        if DISCOVERY_MODULE in _imported_modules(source_root, nodes, module, True):
+            folders.add(path.parent)
+    return folders
 
 
 def cli_stage_functions(source_root: Path) -> dict[str, str]:
@@ -197,15 +221,16 @@ def is_source(dep: str) -> bool:
 
 
 def expected_source_deps(stages: dict[str, Any], repo_root: Path) -> dict[str, list[str]]:
-    """Stage name -> its source files, relative to repo_root, sorted."""
+    """Stage name -> its source files and folders, relative to repo_root, sorted: the files of
+    a package that imports all its own modules are its folder."""
     source_root = repo_root / SOURCE_ROOT
-    return {
-        name: sorted(
-            path.relative_to(repo_root).as_posix()
-            for path in import_closure(source_root, [command_entry(stage["cmd"], source_root)])
-        )
-        for name, stage in stages.items()
-    }
+    expected = {}
+    for name, stage in stages.items():
+        files = import_closure(source_root, [command_entry(stage["cmd"], source_root)])
+        folders = discovering_packages(source_root, files)
+        deps = {path for path in files if path.parent not in folders} | folders
+        expected[name] = sorted(path.relative_to(repo_root).as_posix() for path in deps)
+    return expected
 
 
 def _load(dvc_file: Path) -> tuple[Any, Any]:
@@ -251,7 +276,7 @@ def rewrite(dvc_file: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog=f"python -m {PACKAGE}.stage_deps",
+        prog=COMMAND,
         description="Make each stage's source deps in dvc.yaml the files its command imports.",
     )
     parser.add_argument("--dvc-file", type=Path, default=Path("dvc.yaml"))
@@ -264,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             extra = sorted(set(declared) - set(expected))
             print(f"{name}: missing {missing}, not imported {extra}")
         if found:
-            print(f"fix: python -m {PACKAGE}.stage_deps")
+            print(f"fix: {COMMAND}")
         return 1 if found else 0
     changed = rewrite(arguments.dvc_file)
     print(f"{arguments.dvc_file}: source deps of {changed or 'no stage'} rewritten")
