@@ -54,9 +54,9 @@ BAD_VALUES = [
     (
         # A network that no module in src/cnn_pipeline/models/ declares.
         {"model": {"name": "vgg16"}},
-        "cnn-pipeline train: error: params.yaml: model.name = 'vgg16' is invalid: Input "
+        "cnn-pipeline check: error: params.yaml: model.name = 'vgg16' is invalid: Input "
         f"should be one of {', '.join(map(repr, models.networks()))} (a module in "
-        "src/cnn_pipeline/models/ adds one: see docs/extending.md)",
+        "src/cnn_pipeline/models/ adds one: see docs/extending.md) (read by the train stage)",
     ),
     (
         {"augment": {"rotate": 0.9}},

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -251,29 +252,26 @@ def test_evaluation_only_change_does_not_retrain(repo: Path) -> None:
 
 
 def test_exp_run_composes_conf_and_reruns_only_training(repo: Path) -> None:
+    """A hand edit that -S does not name stops `dvc exp run` before anything runs, with the
+    command that keeps it; that command, run as printed, keeps it and retrains."""
     edit_params(repo, "evaluate", "batch_size", 100)  # a hand edit that -S does not name
-    result = run_command(
-        [
-            "dvc",
-            "exp",
-            "run",
-            "-n",
-            "faster-lr",
-            "-S",
-            "train.epochs=1",
-            "-S",
-            "train.learning_rate=0.005",
-        ],
-        repo,
-    )
+    params_before = (repo / "params.yaml").read_text()
+    command = ["dvc", "exp", "run", "-n", "faster-lr", "-S", "train.epochs=1"]
+    refused = run_command([*command, "-S", "train.learning_rate=0.005"], repo, check=False)
+    assert refused.returncode != 0
+    assert running_stages(refused.stdout) == []
+    assert (repo / "params.yaml").read_text() == params_before
+    refusal = refused.stderr.strip().splitlines()[-1]
+    assert refusal.startswith("ERROR: cnn-pipeline: nothing was run or queued: "), refused.stderr
+    suggested = shlex.split(refusal.split("To keep them, run: ")[1].split(" (to drop them")[0])
+    assert "evaluate.batch_size=100" in suggested
+
+    result = run_command(suggested, repo)
+
     assert running_stages(result.stdout) == ["check", "train", "evaluate", "report"]
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["train"]["learning_rate"] == 0.005
-    assert params["evaluate"]["batch_size"] == 512  # recomposed from conf/, the hand edit is gone
-    # ... and said so before anything ran (hydra_plugins/cnn_pipeline_params_guard.py).
-    warning = next(line for line in result.stderr.splitlines() if " loses " in line)
-    assert "evaluate.batch_size = 100 (conf/: 512)" in warning
-    assert "to keep that, add -S evaluate.batch_size=100" in warning
+    assert params["evaluate"]["batch_size"] == 100  # kept, as the refusal's command says
 
     client = mlflow_client(repo)
     experiment = client.get_experiment_by_name("cnn-pipeline")
