@@ -270,7 +270,7 @@ def _report(name: str, runs: list[dict[str, Any]], target: float) -> float | Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--epochs", type=int, help="epochs per arm (default: as published)")
     parser.add_argument(
         "--dataset",
