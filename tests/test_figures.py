@@ -275,9 +275,12 @@ def test_confusion_and_per_class_figures_name_every_class_apart(
     assert [label.get_text() for label in names] == list(LONG_CLASS_NAMES)
     assert [round(bar.get_width(), 2) for bar in axes.patches] == f1_scores
     notes = [text.get_text() for text in axes.texts]
-    shirt_share = 150 / counts[6].sum()
-    assert notes[6] == f"0.70  {shirt_share:.0%} taken for T-shirt/top"
-    assert notes[0] == f"0.90  {10 / counts[0].sum():.0%} taken for Trouser"
+    share = 10 / counts[0].sum()  # of each class's images, for each wrong class but Shirt's
+    assert (
+        notes[6]
+        == f"0.70  taken for T-shirt/top ({150 / counts[6].sum():.0%}), Trouser ({share:.0%})"
+    )
+    assert notes[0] == f"0.90  taken for Trouser ({share:.0%}), {LONG_CLASS_NAMES[2]} ({share:.0%})"
     assert_apart(boxes(names, per_class) + boxes(axes.texts, per_class))
     assert_inside(boxes(names, per_class) + boxes(axes.texts, per_class), per_class)
 

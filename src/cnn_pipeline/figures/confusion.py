@@ -1,8 +1,8 @@
 """Which classes the network confuses: the confusion matrix, and F1 per class.
 
 The confusion matrix holds every count; the per-class figure reads it for the reader: one bar
-per class (its F1 on the test set), and beside it the class its images are most often
-predicted as, with the share of its test images that went there (on Fashion-MNIST: Shirt
+per class (its F1 on the test set), and beside it the two classes its images are most often
+predicted as, with the share of its test images that went to each (on Fashion-MNIST: Shirt
 against T-shirt/top, Pullover and Coat).
 """
 
@@ -16,11 +16,15 @@ import numpy as np
 
 from cnn_pipeline.figures import pyplot, save_figure
 
+# Wrong classes named beside each class's bar: Shirt's two most frequent (T-shirt/top and
+# Pullover, or Coat) say more than one, and three would crowd the line.
+CONFUSIONS_NAMED = 2
+
 
 @dataclass(frozen=True)
 class Confusion:
     true_class: int
-    predicted_class: int  # the class the true class's images are most often taken for
+    predicted_class: int  # a class the true class's images are wrongly predicted as
     share: float  # of the true class's test images predicted as predicted_class
 
 
@@ -47,25 +51,27 @@ def plot_confusion_matrix(
     return figure
 
 
-def most_confused_with(confusion: np.ndarray) -> list[Confusion | None]:
-    """For each true class (a row of `confusion`), its most frequent wrong prediction; None
-    for a class none of whose images was misclassified. Ties go to the lower class index."""
-    result: list[Confusion | None] = []
+def most_confused_with(
+    confusion: np.ndarray, count: int = CONFUSIONS_NAMED
+) -> list[list[Confusion]]:
+    """For each true class (a row of `confusion`), up to `count` of its wrong predictions,
+    most frequent first (ties: the lower class index first); none for a class whose images
+    were all recognised."""
+    result: list[list[Confusion]] = []
     for true_class, row in enumerate(confusion):
-        wrong = row.astype(float)
-        wrong[true_class] = 0
-        if wrong.max() == 0:
-            result.append(None)
-            continue
-        predicted_class = int(wrong.argmax())
-        result.append(Confusion(true_class, predicted_class, wrong.max() / max(row.sum(), 1)))
+        total = max(int(row.sum()), 1)
+        wrong = [(int(n), c) for c, n in enumerate(row) if c != true_class and n > 0]
+        wrong.sort(key=lambda item: (-item[0], item[1]))
+        result.append([Confusion(true_class, c, n / total) for n, c in wrong[:count]])
     return result
 
 
-def describe_confusion(confusion: Confusion | None, class_names: tuple[str, ...]) -> str:
-    if confusion is None:
+def describe_confusion(confusions: list[Confusion], class_names: tuple[str, ...]) -> str:
+    """ "taken for T-shirt/top (10%), Pullover (7%)", or "never mistaken"."""
+    if not confusions:
         return "never mistaken"
-    return f"{confusion.share:.0%} taken for {class_names[confusion.predicted_class]}"
+    parts = [f"{class_names[item.predicted_class]} ({item.share:.0%})" for item in confusions]
+    return f"taken for {', '.join(parts)}"
 
 
 def plot_per_class_f1(

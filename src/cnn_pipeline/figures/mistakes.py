@@ -13,9 +13,9 @@ from cnn_pipeline.figures import pyplot, save_figure
 # Each image is drawn this many inches a side (160 pixels at the PNG's 100 dpi): a 28x28
 # image shows every pixel as a 5x5 block, large enough to see what the network saw.
 TILE_INCHES = 1.6
-# A title line holds this many characters at 8 points in a tile's width; longer class names
-# wrap onto further lines instead of running into the neighbouring titles.
-TITLE_CHARACTERS = 26
+# A title line holds this many characters at 8 points in a tile's width (2 inches with its
+# margin); longer class names wrap onto further lines instead of running into the neighbours.
+TITLE_CHARACTERS = 30
 
 
 def most_confident_mistakes(
