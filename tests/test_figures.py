@@ -278,9 +278,9 @@ def test_confusion_and_per_class_figures_name_every_class_apart(
     share = 10 / counts[0].sum()  # of each class's images, for each wrong class but Shirt's
     assert (
         notes[6]
-        == f"0.70  taken for T-shirt/top ({150 / counts[6].sum():.0%}), Trouser ({share:.0%})"
+        == f"0.70  taken for T-shirt/top ({150 / counts[6].sum():.1%}), Trouser ({share:.1%})"
     )
-    assert notes[0] == f"0.90  taken for Trouser ({share:.0%}), {LONG_CLASS_NAMES[2]} ({share:.0%})"
+    assert notes[0] == f"0.90  taken for Trouser ({share:.1%}), {LONG_CLASS_NAMES[2]} ({share:.1%})"
     assert_apart(boxes(names, per_class) + boxes(axes.texts, per_class))
     assert_inside(boxes(names, per_class) + boxes(axes.texts, per_class), per_class)
 

@@ -70,7 +70,8 @@ def describe_confusion(confusions: list[Confusion], class_names: tuple[str, ...]
     """ "taken for T-shirt/top (10%), Pullover (7%)", or "never mistaken"."""
     if not confusions:
         return "never mistaken"
-    parts = [f"{class_names[item.predicted_class]} ({item.share:.0%})" for item in confusions]
+    # One decimal: a handful of images out of a thousand is 0.5%, not "0%".
+    parts = [f"{class_names[item.predicted_class]} ({item.share:.1%})" for item in confusions]
     return f"taken for {', '.join(parts)}"
 
 
