@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository, the real MNIST files, a local HTTP mirror, a pipeline copy."""
+"""Shared fixtures: the repository, the real MNIST and Fashion-MNIST files, a local HTTP
+mirror, a pipeline copy."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MNIST_DIR_VARIABLE = "CNN_PIPELINE_MNIST_DIR"
 MNIST_DIR = Path(
     os.environ.get(MNIST_DIR_VARIABLE) or REPO_ROOT.parent / "shared" / "datasets" / "mnist"
+)
+# The same for the four real Fashion-MNIST .gz files (byte-identical to the published ones).
+FASHION_MNIST_DIR_VARIABLE = "CNN_PIPELINE_FASHION_MNIST_DIR"
+FASHION_MNIST_DIR = Path(
+    os.environ.get(FASHION_MNIST_DIR_VARIABLE)
+    or REPO_ROOT.parent / "shared" / "datasets" / "fashion_mnist"
 )
 BIN_DIR = Path(sys.executable).parent  # the environment's dvc and cnn-pipeline
 sys.path.insert(0, str(REPO_ROOT / "scripts"))  # scripts/team_server.py, for tests/test_team.py
@@ -76,6 +83,16 @@ def mnist_dir() -> Path:
             f"or set {MNIST_DIR_VARIABLE})"
         )
     return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> Path:
+    if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(
+            f"real Fashion-MNIST not found at {FASHION_MNIST_DIR} (see "
+            f"../shared/datasets/fashion_mnist/README.md, or set {FASHION_MNIST_DIR_VARIABLE})"
+        )
+    return FASHION_MNIST_DIR
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -288,6 +288,83 @@ def test_fashion_mnist_format_downloads_and_carries_class_names(
     assert raw.class_names[0] == "T-shirt/top" and raw.class_names[9] == "Ankle boot"
 
 
+def recompress(source: Path, destination: Path, level: int) -> None:
+    """Write `source` gzip-decompressed then compressed again at `level`, as a distribution
+    package or a mirror does: same content, other .gz bytes."""
+    with gzip.open(source, "rb") as stream:
+        content = stream.read()
+    destination.write_bytes(gzip.compress(content, compresslevel=level, mtime=0))
+
+
+@pytest.fixture(scope="module")
+def recompressed_fashion_mnist(
+    tmp_path_factory: pytest.TempPathFactory, fashion_mnist_dir: Path
+) -> Path:
+    folder = tmp_path_factory.mktemp("recompressed-fashion-mnist")
+    for remote in FASHION_MNIST.files:
+        recompress(fashion_mnist_dir / remote.name, folder / remote.name, level=1)
+    return folder
+
+
+def test_recompressed_fashion_mnist_is_accepted_by_its_content(
+    tmp_path: Path, recompressed_fashion_mnist: Path, serve_directory: Serve
+) -> None:
+    published_md5s = {
+        remote.name: checksum.digest
+        for remote in FASHION_MNIST.files
+        for checksum in remote.checksums
+        if checksum.algorithm == "md5"
+    }
+    for name, md5 in published_md5s.items():
+        # Else this test would pass on the published MD5s alone.
+        assert hashlib.md5((recompressed_fashion_mnist / name).read_bytes()).hexdigest() != md5
+    for mirror in (serve_directory(recompressed_fashion_mnist), str(recompressed_fashion_mnist)):
+        raw_dir = tmp_path / f"raw-{len(list(tmp_path.iterdir()))}"
+        download.run(data_config("fashion_mnist", mirror=mirror), raw_dir)
+        raw = idx.read(FASHION_MNIST, raw_dir)
+        assert raw.images.shape == (60000, 28, 28, 1)
+        assert np.bincount(raw.labels).tolist() == [6000] * 10
+        assert raw.test_labels is not None
+        assert np.bincount(raw.test_labels).tolist() == [1000] * 10
+
+
+def test_corrupted_fashion_mnist_file_is_refused_with_both_checksums_named(
+    tmp_path: Path, recompressed_fashion_mnist: Path
+) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for remote in FASHION_MNIST.files:
+        (mirror / remote.name).write_bytes((recompressed_fashion_mnist / remote.name).read_bytes())
+    # One flipped pixel in a complete, well-formed gzip file: only the checksums can tell.
+    name = FASHION_MNIST.test_images.name
+    with gzip.open(mirror / name, "rb") as stream:
+        content = bytearray(stream.read())
+    content[-1] ^= 0xFF
+    (mirror / name).write_bytes(gzip.compress(bytes(content), compresslevel=1))
+    with pytest.raises(UserError) as raised:
+        download.run(data_config("fashion_mnist", mirror=str(mirror)), tmp_path / "raw")
+    message = str(raised.value)
+    assert f"could not download {name}" in message
+    assert "checksum mismatch" in message
+    assert "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b" in message
+    assert "bef4ecab320f06d8554ea6380940ec79" in message
+    assert not (tmp_path / "raw").exists()
+
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(
+    not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file(),
+    reason=f"Debian's dataset-fashion-mnist is not installed ({DEBIAN_FASHION_MNIST} is absent)",
+)
+def test_debian_fashion_mnist_package_is_a_mirror(tmp_path: Path) -> None:
+    download.run(data_config("fashion_mnist", mirror=str(DEBIAN_FASHION_MNIST)), tmp_path / "raw")
+    assert sorted(path.name for path in (tmp_path / "raw").iterdir()) == sorted(
+        remote.name for remote in FASHION_MNIST.files
+    )
+
+
 def test_idx_with_a_wrong_size_is_rejected(tmp_path: Path) -> None:
     path = tmp_path / "bad-idx1-ubyte.gz"
     header = b"\x00\x00\x08\x01" + (10).to_bytes(4, "big")

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 
 from cnn_pipeline import cli, paths
+from cnn_pipeline.figures import confusion
 from cnn_pipeline.stages import evaluate
 
 from conftest import REPO_ROOT
@@ -77,7 +78,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         "train.epochs=2",
     ]
     figures: dict[Path, Any] = {}
-    real_save_figure = evaluate.save_figure
+    real_save_figure = confusion.save_figure
 
     def save_and_keep(figure: Any, path: Path) -> None:
         real_save_figure(figure, path)
@@ -87,7 +88,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
         patch.setenv("MLFLOW_TRACKING_URI", store)
-        patch.setattr(evaluate, "save_figure", save_and_keep)
+        patch.setattr(confusion, "save_figure", save_and_keep)
         assert (
             cli.main(
                 [

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 SCREEN_WIDTH = 160
 FIGURES = [
     "reports/confusion_matrix.png",
+    "reports/per_class_f1.png",
     "reports/training_curves.png",
     "reports/first_layer_filters.png",
     "reports/activation_maps.png",

@@ -7,6 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from cnn_pipeline.figures import pyplot, save_figure
@@ -204,3 +205,153 @@ def test_a_blank_figure_is_recognised_as_blank(tmp_path: Path) -> None:
     save_figure(figure, tmp_path / "blank.png")
     with pytest.raises(AssertionError, match=r"looks blank|drawn on"):
         assert_not_blank(decoded(tmp_path / "blank.png"))
+
+
+# Class names in every figure, long ones included ----------------------------------------
+
+# Fashion-MNIST's names, three of them made long enough to wrap: every figure must show each
+# name whole and apart from its neighbours.
+LONG_CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover with a hood and a zip",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt with long sleeves and buttons",
+    "Sneaker",
+    "Bag",
+    "Ankle boot, leather, with laces",
+)
+
+
+def kept(module: object, monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The figures `module` saves, kept open for their artists to be measured."""
+    figures: list[object] = []
+    real = save_figure
+
+    def save_and_keep(figure: object, path: Path) -> None:
+        real(figure, path)
+        # Closing the figure took its canvas away: a new one draws it as the PNG was drawn.
+        FigureCanvasAgg(figure).draw()
+        figures.append(figure)
+
+    monkeypatch.setattr(module, "save_figure", save_and_keep)
+    return figures
+
+
+def boxes(artists: list[object], figure: object) -> list[object]:
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    return [artist.get_window_extent(renderer) for artist in artists]  # type: ignore[attr-defined]
+
+
+def assert_apart(first: list[object], second: list[object] | None = None) -> None:
+    """No box of `first` overlaps another box of `first` (or, given `second`, any of it)."""
+    for index, box in enumerate(first):
+        others = second if second is not None else first[index + 1 :]
+        for other in others:
+            assert not box.overlaps(other), f"{box} overlaps {other}"  # type: ignore[attr-defined]
+
+
+def assert_inside(inner: list[object], figure: object) -> None:
+    outer = figure.bbox  # type: ignore[attr-defined]
+    for box in inner:
+        assert outer.x0 - 1 <= box.x0 and box.x1 <= outer.x1 + 1, f"{box} leaves the figure"  # type: ignore[attr-defined]
+        assert outer.y0 - 1 <= box.y0 and box.y1 <= outer.y1 + 1, f"{box} leaves the figure"  # type: ignore[attr-defined]
+
+
+def unwrapped(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_mistakes_show_whole_class_names_apart_on_large_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cnn_pipeline.figures import mistakes
+
+    figures = kept(mistakes, monkeypatch)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(60, 28, 28, 1), dtype=np.uint8)
+    labels = np.arange(60) % 10
+    probabilities = rng.dirichlet(np.ones(10) * 0.3, size=60)
+    plot_mistakes(images, labels, probabilities, LONG_CLASS_NAMES, 25, tmp_path / "m.png")
+    (figure,) = figures
+
+    drawn = [axis for axis in figure.axes if axis.images]  # type: ignore[attr-defined]
+    predicted = probabilities.argmax(axis=1)
+    expected = [
+        f"true {LONG_CLASS_NAMES[labels[i]]} predicted {LONG_CLASS_NAMES[predicted[i]]} "
+        f"({probabilities[i, predicted[i]]:.0%})"
+        for i in most_confident_mistakes(probabilities, labels, 25)
+    ]
+    assert [unwrapped(axis.title.get_text()) for axis in drawn] == expected
+    assert any("\n" in axis.title.get_text() for axis in drawn)  # long names wrapped
+    titles = boxes([axis.title for axis in drawn], figure)
+    pictures = boxes([axis.images[0] for axis in drawn], figure)
+    assert_apart(titles)
+    assert_apart(titles, pictures)
+    assert_inside(titles, figure)
+    for picture in pictures:
+        # At least 4x4 screen pixels per image pixel: readable at 28x28.
+        assert picture.width >= 4 * 28 and picture.height >= 4 * 28  # type: ignore[attr-defined]
+
+
+def test_confusion_and_per_class_figures_name_every_class_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cnn_pipeline.figures import confusion as confusion_figures
+
+    figures = kept(confusion_figures, monkeypatch)
+    # Mostly right, with Shirt (class 6) most often taken for T-shirt/top (class 0).
+    counts = np.eye(10, dtype=int) * 900 + 10
+    counts[6, 0] = 150
+    confusion_figures.plot_confusion_matrix(
+        counts, LONG_CLASS_NAMES, False, "test", tmp_path / "confusion.png"
+    )
+    f1_scores = [0.9] * 10
+    f1_scores[6] = 0.7
+    confusion_figures.plot_per_class_f1(
+        f1_scores, counts, LONG_CLASS_NAMES, tmp_path / "per_class.png"
+    )
+    matrix, per_class = figures
+
+    axes = matrix.axes[0]  # type: ignore[attr-defined]
+    for labels in (axes.get_xticklabels(), axes.get_yticklabels()):
+        assert [label.get_text() for label in labels] == list(LONG_CLASS_NAMES)
+        assert_apart(boxes(labels, matrix))
+        assert_inside(boxes(labels, matrix), matrix)
+
+    axes = per_class.axes[0]  # type: ignore[attr-defined]
+    names = axes.get_yticklabels()
+    assert [label.get_text() for label in names] == list(LONG_CLASS_NAMES)
+    assert [round(bar.get_width(), 2) for bar in axes.patches] == f1_scores
+    notes = [text.get_text() for text in axes.texts]
+    share = 10 / counts[0].sum()  # of each class's images, for each wrong class but Shirt's
+    shirts = counts[6].sum()
+    assert (
+        notes[6] == f"0.70  taken for T-shirt/top ({150 / shirts:.1%}), Trouser ({10 / shirts:.1%})"
+    )
+    assert notes[0] == f"0.90  taken for Trouser ({share:.1%}), {LONG_CLASS_NAMES[2]} ({share:.1%})"
+    assert_apart(boxes(names, per_class) + boxes(axes.texts, per_class))
+    assert_inside(boxes(names, per_class) + boxes(axes.texts, per_class), per_class)
+
+
+def test_activation_maps_caption_each_image_with_its_class(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cnn_pipeline.figures import features
+
+    figures = kept(features, monkeypatch)
+    model = build_model(SIMPLE_CNN_BN, (28, 28, 1), 10)
+    images = np.random.default_rng(0).integers(0, 256, size=(3, 28, 28, 1), dtype=np.uint8)
+    captions = [LONG_CLASS_NAMES[6], "Coat", f"{LONG_CLASS_NAMES[9]}, predicted Sneaker"]
+    plot_activation_maps(model, images, tmp_path / "activations.png", captions)
+    (figure,) = figures
+
+    texts = [text for axis in figure.axes for text in axis.texts]  # type: ignore[attr-defined]
+    assert [unwrapped(text.get_text()) for text in texts] == captions
+    pictures = [image for axis in figure.axes for image in axis.images]  # type: ignore[attr-defined]
+    titles = [axis.title for axis in figure.axes if axis.title.get_text()]  # type: ignore[attr-defined]
+    assert_apart(boxes(texts, figure) + boxes(titles, figure))
+    assert_apart(boxes(texts, figure), boxes(pictures, figure))
+    assert_inside(boxes(texts, figure), figure)

@@ -47,6 +47,7 @@ def test_stage_outputs_match_the_paths_module() -> None:
             paths.PER_CLASS_FILE,
             paths.PREDICTIONS_FILE,
             paths.CONFUSION_PNG,
+            paths.PER_CLASS_PNG,
         )
     }
     assert produced["report"] == {
@@ -93,7 +94,7 @@ def test_each_figure_is_drawn_once_by_dvc_plots() -> None:
     top_level = [
         entry if isinstance(entry, str) else next(iter(entry)) for entry in document["plots"]
     ]
-    figures = [str(path) for path in (paths.CONFUSION_PNG, *report.FIGURES)]
+    figures = [str(path) for path in (paths.CONFUSION_PNG, paths.PER_CLASS_PNG, *report.FIGURES)]
     assert sorted(name for name in top_level if name.endswith(".png")) == sorted(figures)
     assert not stage_plots
 

@@ -211,7 +211,7 @@ def test_resnet20_size_and_downsampling() -> None:
 
 
 def test_augmentation_acts_in_training_only() -> None:
-    augment = AugmentConfig(translate=0.2, rotate=0.1, zoom=0.1, horizontal_flip=True)
+    augment = AugmentConfig(translate=0.2, rotate=0.1, zoom=0.1, horizontal_flip=True, erase=0.5)
     model = build_model(SIMPLE_CNN_BN, (28, 28, 1), 10, augment=augment)
     images = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28, 1)).astype("float32")
     inference = [np.asarray(model(images, training=False)) for _ in range(2)]
@@ -219,9 +219,30 @@ def test_augmentation_acts_in_training_only() -> None:
     augmenting = model.get_layer("random_shift")
     shifted = [np.asarray(augmenting(images, training=True)) for _ in range(2)]
     assert not np.array_equal(shifted[0], shifted[1])
-    assert {"random_shift", "random_rotation", "random_zoom", "random_flip"} <= {
-        layer.name for layer in model.layers
-    }
+    assert {
+        "random_shift",
+        "random_rotation",
+        "random_zoom",
+        "random_flip",
+        "random_erasing",
+    } <= {layer.name for layer in model.layers}
+
+
+def test_random_erasing_replaces_one_rectangle_of_some_images() -> None:
+    augment = AugmentConfig(translate=0, rotate=0, zoom=0, horizontal_flip=False, erase=0.5)
+    model = build_model(SIMPLE_CNN_BN, (28, 28, 1), 10, augment=augment)
+    erasing = model.get_layer("random_erasing")
+    images = np.full((200, 28, 28, 1), 5.0, dtype="float32")  # outside the noise's [-1, 1]
+    erased = np.asarray(erasing(images, training=True)) != 5.0
+    touched = erased.any(axis=(1, 2, 3))
+    assert 0.35 < touched.mean() < 0.65  # about half the images, as erase=0.5 says
+    for mask in erased[touched, ..., 0]:
+        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        # One filled rectangle (the noise lies in [-1, 1]: no erased pixel keeps 5.0) of about
+        # 2-33% of the image, whole pixels.
+        assert mask[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1].all()
+        assert 0.01 <= mask.mean() <= 0.4
+    np.testing.assert_array_equal(np.asarray(erasing(images, training=False)), images)
 
 
 def test_normalisation_uses_the_given_training_statistics() -> None:

@@ -28,7 +28,7 @@ MODEL = SimpleCnnConfig(
     dense_units=None,
     dropout_rate=0.5,
 )
-NO_AUGMENTATION = AugmentConfig(translate=0, rotate=0, zoom=0, horizontal_flip=False)
+NO_AUGMENTATION = AugmentConfig(translate=0, rotate=0, zoom=0, horizontal_flip=False, erase=0)
 TRAIN = TrainConfig(
     optimizer="adam",
     learning_rate=0.003,

@@ -56,10 +56,13 @@ class AugmentConfig(_Section):
     rotate: Annotated[float, Field(ge=0, le=0.5)]
     zoom: Annotated[float, Field(ge=0, lt=1)]
     horizontal_flip: bool
+    erase: Annotated[float, Field(ge=0, le=1)]
 
     @property
     def enabled(self) -> bool:
-        return bool(self.translate or self.rotate or self.zoom or self.horizontal_flip)
+        return bool(
+            self.translate or self.rotate or self.zoom or self.horizontal_flip or self.erase
+        )
 
 
 class TrainConfig(_Section):

@@ -39,6 +39,7 @@ CALIBRATION_METRICS_FILE = Path("metrics/calibration.json")  # expected calibrat
 # Figures and tables of what the network learned (train and report stages).
 RECEPTIVE_FIELDS_FILE = Path("reports/receptive_fields.json")
 CONFUSION_PNG = Path("reports/confusion_matrix.png")
+PER_CLASS_PNG = Path("reports/per_class_f1.png")  # F1 per class, and what each is mistaken for
 TRAINING_CURVES_PNG = Path("reports/training_curves.png")
 FILTERS_PNG = Path("reports/first_layer_filters.png")
 ACTIVATIONS_PNG = Path("reports/activation_maps.png")

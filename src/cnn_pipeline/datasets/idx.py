@@ -9,10 +9,29 @@ from pathlib import Path
 import numpy as np
 
 from cnn_pipeline.datasets import Dataset, RawDataset
-from cnn_pipeline.datasets.mirrors import RemoteFile, RetryPolicy, fetch, mirrors_in_effect
+from cnn_pipeline.datasets.mirrors import (
+    Checksum,
+    RemoteFile,
+    RetryPolicy,
+    fetch,
+    mirrors_in_effect,
+)
 from cnn_pipeline.errors import UserError
 
 IDX_UBYTE = 0x08  # IDX type code of unsigned bytes, the only one these datasets use
+
+
+def idx_file(name: str, content_sha256: str, gzip_md5: str) -> RemoteFile:
+    """One published .gz IDX file, accepted by the SHA-256 of its decompressed content (so a
+    mirror or a distribution package that recompressed it passes) or by the MD5 of the .gz
+    file as published."""
+    return RemoteFile(
+        name,
+        (
+            Checksum("sha256", content_sha256, of_decompressed_content=True),
+            Checksum("md5", gzip_md5),
+        ),
+    )
 
 
 @dataclass(frozen=True)

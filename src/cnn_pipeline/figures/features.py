@@ -8,6 +8,8 @@ graph, so residual and separable networks are drawn as plain ones are.
 from __future__ import annotations
 
 import math
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,10 @@ import numpy as np
 
 from cnn_pipeline.figures import pyplot, save_figure
 from cnn_pipeline.models.receptive_field import fed_layers, spatial_filter_layers
+
+# A caption line under an image holds this many characters at 7 points in its 1-inch column;
+# a longer class name wraps onto further lines.
+CAPTION_CHARACTERS = 16
 
 
 def plot_first_layer_filters(model: Any, path: Path) -> Any:
@@ -65,9 +71,17 @@ def plot_first_layer_filters(model: Any, path: Path) -> Any:
 
 
 def plot_activation_maps(
-    model: Any, images: np.ndarray, path: Path, maps_per_layer: int = 8
-) -> None:
-    """For each image: the image, then the first maps of every convolution (after ReLU)."""
+    model: Any,
+    images: np.ndarray,
+    path: Path,
+    captions: Sequence[str] | None = None,
+    maps_per_layer: int = 8,
+) -> Any:
+    """For each image: the image, then the first maps of every convolution (after ReLU).
+
+    `captions`: one line per image drawn under it (its class, say), wrapped to the column's
+    width. Returns the saved figure.
+    """
     import keras
 
     convs = spatial_filter_layers(model)
@@ -96,8 +110,25 @@ def plot_activation_maps(
             for axis in row:
                 axis.axis("off")
             if layer_index == 0:
-                row[0].imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
+                row[0].imshow(
+                    image.squeeze(),
+                    cmap="gray" if image.shape[-1] == 1 else None,
+                    interpolation="nearest",
+                )
                 row[0].set_title(f"image {image_index + 1}", fontsize=7)
+                if captions is not None:
+                    # Below the image: above it, a long caption would reach the row before.
+                    row[0].text(
+                        0.5,
+                        -0.06,
+                        textwrap.fill(
+                            captions[image_index], CAPTION_CHARACTERS, break_on_hyphens=False
+                        ),
+                        transform=row[0].transAxes,
+                        fontsize=7,
+                        horizontalalignment="center",
+                        verticalalignment="top",
+                    )
             maps = activations[image_index]
             for map_index in range(min(maps_per_layer, maps.shape[-1])):
                 row[map_index + 1].imshow(maps[..., map_index], cmap="viridis")
@@ -106,6 +137,7 @@ def plot_activation_maps(
             )
     figure.suptitle("activation maps: bright = the filter responded strongly", fontsize=9)
     save_figure(figure, path)
+    return figure
 
 
 def _activated_output(conv: Any, consumers: dict[str, list[Any]]) -> Any:

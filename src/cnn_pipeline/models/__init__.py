@@ -90,6 +90,16 @@ def input_block(
             x = layers.RandomZoom(augment.zoom, fill_mode="constant", name="random_zoom")(x)
         if augment.horizontal_flip:
             x = layers.RandomFlip("horizontal", name="random_flip")(x)
+        if augment.erase:
+            # Random erasing (Zhong et al. 2017): with probability `erase`, a rectangle of 2-33%
+            # of the image becomes noise, so the network learns from every part of an object.
+            # The noise is normal, clipped to [-1, 1]: the spread of standardised pixels.
+            x = layers.RandomErasing(
+                factor=(augment.erase, augment.erase),
+                fill_value=None,
+                value_range=(-1.0, 1.0),
+                name="random_erasing",
+            )(x)
     height, width, _ = input_shape
     if min_input_size is not None and min(height, width) < min_input_size:
         x = layers.Resizing(

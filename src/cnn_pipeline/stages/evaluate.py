@@ -2,7 +2,8 @@
 
 Writes test loss, accuracy and macro F1 (metrics/evaluate.json, for `dvc metrics show`),
 per-class precision/recall/F1 (metrics/per_class.csv), every test prediction (a DVC
-confusion plot) and a confusion-matrix PNG, and adds them to the MLflow run that train created.
+confusion plot), a confusion-matrix PNG and a per-class F1 PNG that names the class each class
+is most often mistaken for, and adds them to the MLflow run that train created.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ import numpy as np
 from cnn_pipeline import paths
 from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.config import EvaluateConfig
-from cnn_pipeline.figures import pyplot, save_figure
+from cnn_pipeline.figures.confusion import (
+    describe_confusion,
+    most_confused_with,
+    plot_confusion_matrix,
+    plot_per_class_f1,
+)
 from cnn_pipeline.prepared import DatasetInfo, load_info, load_split
 from cnn_pipeline.tracking.registry import describe_versions
 from cnn_pipeline.tracking.runs import log_to_run, read_run_id
@@ -100,20 +106,6 @@ def _write_per_class(per_class: dict[str, dict[str, float]], path: Path) -> None
         )
 
 
-def _write_confusion_png(
-    confusion: np.ndarray, class_names: tuple[str, ...], normalize: bool, title: str, path: Path
-) -> None:
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    shown = confusion / confusion.sum(axis=1, keepdims=True).clip(min=1) if normalize else confusion
-    figure, axes = pyplot().subplots(figsize=(6.4, 5.6))
-    ConfusionMatrixDisplay(shown, display_labels=list(class_names)).plot(
-        ax=axes, cmap="Blues", colorbar=False, values_format=".2f" if normalize else "d"
-    )
-    axes.set_title(title)
-    save_figure(figure, path)
-
-
 # Per-class scores go to MLflow as per_class/<class>/<score>: the chart view gives each
 # prefix before the first "/" its own section, so they stay apart from loss and accuracy.
 PER_CLASS_SECTION = "per_class"
@@ -176,12 +168,18 @@ def run(config: EvaluateConfig, context: TrackingContext, workdir: Path) -> Eval
     _write_predictions(
         test.labels, evaluation.predicted, info.class_names, workdir / paths.PREDICTIONS_FILE
     )
-    _write_confusion_png(
+    plot_confusion_matrix(
         evaluation.confusion,
         info.class_names,
         config.confusion_normalize,
         f"{model.name} on {info.name}: test accuracy {metrics['test_accuracy']:.4f}",
         workdir / paths.CONFUSION_PNG,
+    )
+    plot_per_class_f1(
+        [scores["f1-score"] for scores in evaluation.per_class.values()],
+        evaluation.confusion,
+        info.class_names,
+        workdir / paths.PER_CLASS_PNG,
     )
     per_class_metrics = per_class_metric_values(evaluation.per_class)
     logged = log_to_run(
@@ -190,7 +188,12 @@ def run(config: EvaluateConfig, context: TrackingContext, workdir: Path) -> Eval
         {**metrics, **per_class_metrics},
         [
             workdir / path
-            for path in (paths.TEST_METRICS_FILE, paths.PER_CLASS_FILE, paths.CONFUSION_PNG)
+            for path in (
+                paths.TEST_METRICS_FILE,
+                paths.PER_CLASS_FILE,
+                paths.CONFUSION_PNG,
+                paths.PER_CLASS_PNG,
+            )
         ],
         artifact_path="evaluation",
     )
@@ -207,5 +210,13 @@ def run(config: EvaluateConfig, context: TrackingContext, workdir: Path) -> Eval
         metrics["test_loss"],
         metrics["test_images"],
         info.name,
+    )
+    weakest = min(evaluation.per_class, key=lambda name: evaluation.per_class[name]["f1-score"])
+    index = info.class_names.index(weakest)
+    logger.info(
+        "weakest class %s (F1 %.4f): %s",
+        weakest,
+        evaluation.per_class[weakest]["f1-score"],
+        describe_confusion(most_confused_with(evaluation.confusion)[index], info.class_names),
     )
     return evaluation

@@ -33,6 +33,13 @@ FIGURES = (
 )
 
 
+def activation_caption(class_names: tuple[str, ...], label: int, predicted: int) -> str:
+    """The image's class, and what the network took it for where that differs."""
+    if label == predicted:
+        return class_names[label]
+    return f"{class_names[label]}, predicted {class_names[predicted]}"
+
+
 def run(
     config: ReportConfig, context: TrackingContext, workdir: Path, batch_size: int
 ) -> dict[str, float]:
@@ -49,8 +56,16 @@ def run(
 
     plot_training_curves(workdir / paths.HISTORY_FILE, workdir / paths.TRAINING_CURVES_PNG)
     plot_first_layer_filters(model, workdir / paths.FILTERS_PNG)
+    shown = test.images[: config.activation_images]
+    predicted = probabilities.argmax(axis=1)
     plot_activation_maps(
-        model, test.images[: config.activation_images], workdir / paths.ACTIVATIONS_PNG
+        model,
+        shown,
+        workdir / paths.ACTIVATIONS_PNG,
+        [
+            activation_caption(info.class_names, test.labels[i], predicted[i])
+            for i in range(len(shown))
+        ],
     )
     misclassified = plot_mistakes(
         test.images,
