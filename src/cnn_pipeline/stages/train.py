@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -133,11 +134,13 @@ def run(
     experiment_id: str,
     workdir: Path,
     resumable: bool = True,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> TrainResult:
     """Train on workdir/data/prepared and write the model and its records under workdir,
     recorded in an MLflow run of `experiment_id` (`store.open_experiment`), continued
     where an interrupted training of the same configuration left one. `resumable=False` (on
-    several processes, where only process 0 could restore a backup) always starts afresh."""
+    several processes, where only process 0 could restore a backup) always starts afresh.
+    `callbacks` run after each epoch's records and backup (a search's `TrialReporter`)."""
     prepared_dir = workdir / paths.PREPARED_DIR
     info: DatasetInfo = load_info(prepared_dir)
     splits = {name: load_split(prepared_dir, name) for name in ("train", "validation", "test")}
@@ -193,6 +196,7 @@ def run(
                                 str(state.checkpoint_dir / CHECKPOINT_NAME)
                             ),
                             MlflowEpochLogger(run_id, records),
+                            *callbacks,
                         ]
                     )
                 ],
