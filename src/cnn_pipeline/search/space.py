@@ -188,23 +188,37 @@ def check_search(
                 f"{where}: space has a key {key} that params.yaml does not: "
                 f"{nearest_key_hint(key, siblings)}"
             )
-    for key, value in extreme_values(search):
-        overrides = [*search.overrides, f"{key}={override_value(value)}"]
+    # Each bound and choice, several keys per composition (one Hydra composition costs about
+    # as much as the check itself); a composition that fails is retried key by key to name it.
+    values = extreme_values(search)
+    for index in range(max(len(tried) for tried in values.values())):
+        chosen = {key: tried[index] for key, tried in values.items() if index < len(tried)}
         try:
-            check_composed(compose_params(config_dir, overrides))
-        except UserError as error:
-            raise UserError(f"{where}: {key} = {override_value(value)} fails: {error}") from None
+            _check_values(config_dir, search.overrides, chosen)
+        except UserError:
+            for key, value in chosen.items():
+                try:
+                    _check_values(config_dir, search.overrides, {key: value})
+                except UserError as error:
+                    raise UserError(
+                        f"{where}: {key} = {override_value(value)} fails: {error}"
+                    ) from None
+            raise
 
 
-def extreme_values(search: SearchConfig) -> list[tuple[str, Any]]:
-    """Each bound of each range and each choice: the values to check before the search."""
-    values: list[tuple[str, Any]] = []
-    for key, dimension in search.space.items():
-        if isinstance(dimension, Categorical):
-            values += [(key, choice) for choice in dimension.choices]
-        else:
-            values += [(key, dimension.low), (key, dimension.high)]
-    return values
+def _check_values(config_dir: Path, overrides: list[str], values: dict[str, Any]) -> None:
+    settings = [f"{key}={override_value(value)}" for key, value in values.items()]
+    check_composed(compose_params(config_dir, [*overrides, *settings]))
+
+
+def extreme_values(search: SearchConfig) -> dict[str, list[Any]]:
+    """Each key's bounds, or its choices: the values to check before the search."""
+    return {
+        key: list(dimension.choices)
+        if isinstance(dimension, Categorical)
+        else [dimension.low, dimension.high]
+        for key, dimension in search.space.items()
+    }
 
 
 def space_description(search: SearchConfig) -> dict[str, str]:

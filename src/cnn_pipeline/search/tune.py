@@ -477,7 +477,7 @@ def print_summary(summary: SearchSummary, metric: str) -> None:
     for key, value in best.values.items():
         print(f"  {key} = {override_value(value)}")
     if best.test_metrics:
-        tested = ", ".join(f"{key} {value:.4f}" for key, value in best.test_metrics.items())
+        tested = ", ".join(f"{key} {value:.4g}" for key, value in best.test_metrics.items())
         print(f"  its test metrics (evaluate ran in its experiment): {tested}")
     if summary.parent_run_id:
         print(f"  MLflow: the search's run {summary.parent_run_id} holds every trial's run")
