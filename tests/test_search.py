@@ -8,6 +8,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -139,6 +140,48 @@ def test_an_unknown_search_file_names_the_ones_there(
 ) -> None:
     assert cli.main(["tune", "--search", "defalt"]) == 2
     assert "did you mean --search default?" in capsys.readouterr().err
+
+
+def test_a_study_resumed_with_another_space_is_refused(
+    config_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import optuna
+
+    (config_repo / paths.SEARCH_DIR).mkdir()
+    study = optuna.create_study(
+        study_name="bad", storage=f"sqlite:///{config_repo / paths.SEARCH_DB_FILE}"
+    )
+    study.set_user_attr("search", {"metric": "val_accuracy", "space": {"train.epochs": "int"}})
+    (config_repo / "conf" / "search" / "bad.yaml").write_text(yaml.safe_dump(TINY_SEARCH))
+    assert cli.main(["tune", "--search", "bad"]) == 2
+    error = capsys.readouterr().err
+    assert "study 'bad' searched another space" in error and "another --name" in error
+    assert not (config_repo / "mlflow.db").exists()
+
+
+def test_outside_a_search_the_train_stage_finds_no_ticket_and_never_imports_optuna(
+    tmp_path: Path,
+) -> None:
+    from cnn_pipeline.search.ticket import TrialTicket, read_ticket, write_ticket
+
+    assert read_ticket(tmp_path, None) is None  # `dvc repro`: no DVC_EXP_NAME
+    assert read_ticket(tmp_path, "some-experiment") is None  # a plain `dvc exp run`
+    ticket = TrialTicket("sqlite:///x.db", "s", 3, "val_accuracy", None, "s-3 lr=0.1")
+    write_ticket(tmp_path, "s-3", ticket)
+    assert read_ticket(tmp_path, "s-3") == ticket
+    assert (tmp_path / paths.TRIAL_TICKET_DIR / "s-3.json").stat().st_mode & 0o777 == 0o600
+    imported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, cnn_pipeline.cli; from cnn_pipeline.search import "
+            "ticket; print('optuna' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert imported.stdout.strip() == "False"
 
 
 def _tune_command(*arguments: str) -> list[str]:

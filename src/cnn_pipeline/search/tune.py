@@ -41,8 +41,10 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 3.0  # how often `dvc queue status` is asked while trials run
 FINAL_STAGE = "evaluate"  # trials run the pipeline up to here; report's figures are not needed
-INTERRUPTED_ATTRIBUTE = "interrupted"  # a trial stopped by Ctrl-C, asked again with its values
-ENDED = ("Success", "Failed")  # queue states of an experiment that no longer runs
+RETRY_ATTRIBUTE = "retry_of"  # the number of the stopped trial whose values a trial tries again
+ACTIVE = ("Queued", "Running")  # queue states of an experiment that has not ended
+ENDED = ("Success", "Failed")  # ...and of one that has
+FAILURES_TO_GIVE_UP = 3  # trials failing one after another: the pipeline itself is broken
 HOST_ATTRIBUTE = "host"  # where the search that runs a trial runs: "host pid"
 
 
@@ -51,6 +53,9 @@ def storage_url(repo_root: Path, given: str | None) -> str:
     return (
         given or os.environ.get(STORAGE_VARIABLE) or f"sqlite:///{repo_root / paths.SEARCH_DB_FILE}"
     )
+
+
+Asked = tuple[int, str, dict[str, Any]]  # a trial: its number, experiment and values
 
 
 @dataclass(frozen=True)
@@ -215,6 +220,7 @@ class Search:
         seed = None if search.seed is None else search.seed + len(self.study.trials)
         self.study.sampler = optuna.samplers.TPESampler(seed=seed)
         self.parent_run_id = self._open_parent_run(experiment_name_for_mlflow)
+        self.failures_in_a_row = 0
 
     def _check_same_search(self) -> None:
         described = {"metric": self.search.metric, "space": space_description(self.search)}
@@ -283,11 +289,13 @@ class Search:
             }
             for tag, text in tags.items():
                 client.set_tag(self.parent_run_id, tag, text)
-        counts: dict[str, int] = {}
-        for trial in self.study.trials:
-            counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
-        for state, count in counts.items():
-            client.log_metric(self.parent_run_id, f"trials_{state.lower()}", count)
+        from optuna.trial import TrialState
+
+        states = [trial.state for trial in self.study.trials]
+        for state in TrialState:
+            client.log_metric(
+                self.parent_run_id, f"trials_{state.name.lower()}", states.count(state)
+            )
         client.set_terminated(self.parent_run_id, status=status)
 
     def finished_trials(self) -> int:
@@ -308,7 +316,7 @@ class Search:
             logger.info("trial %s was left running by a stopped search: asked again", name)
             self._abandon([(trial.number, name, trial.params)])
 
-    def _abandon(self, trials: Sequence[tuple[int, str, dict[str, Any]]]) -> None:
+    def _abandon(self, trials: Sequence[Asked]) -> None:
         from optuna.trial import TrialState
 
         names = [name for _, name, _ in trials]
@@ -316,54 +324,71 @@ class Search:
             _dvc(self.repo_root, "queue", "kill", *names, check=False)
             _dvc(self.repo_root, "queue", "remove", *names, check=False)
         for number, name, values in trials:
-            self.study.set_user_attr(f"{INTERRUPTED_ATTRIBUTE}.{number}", True)
             self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-            self.study.enqueue_trial(values, user_attrs={"retry_of": number})
+            self.study.enqueue_trial(values, user_attrs={RETRY_ATTRIBUTE: number})
             remove_ticket(self.repo_root, name)
 
     def run(self, trials: int, timeout: float | None) -> SearchSummary:
+        """Keep `jobs` trials running until `trials` have finished (or the time is up): a new
+        trial is asked as soon as one ends, so a pruned trial frees its worker at once."""
         started = time.monotonic()
         self.fail_abandoned_trials()
+        running: list[Asked] = []
         try:
-            while (remaining := trials - self.finished_trials()) > 0:
-                if timeout is not None and time.monotonic() - started > timeout:
-                    logger.info("time budget of %g s spent: no new trial starts", timeout)
+            while True:
+                in_time = timeout is None or time.monotonic() - started < timeout
+                wanted = trials - self.finished_trials() - len(running) if in_time else 0
+                asked = [
+                    self._ask_and_queue() for _ in range(min(wanted, self.jobs - len(running)))
+                ]
+                if asked:
+                    _start_workers(self.repo_root, self.jobs)
+                running += asked
+                if not running:
                     break
-                self._run_batch(min(self.jobs, remaining))
-        except KeyboardInterrupt:
+                states = self._wait_for_one([name for _, name, _ in running])
+                ended = [trial for trial in running if states.get(trial[1]) not in ACTIVE]
+                self._tell(ended, states)
+                running = [trial for trial in running if trial not in ended]
+                if self.failures_in_a_row >= FAILURES_TO_GIVE_UP:
+                    raise UserError(
+                        f"the last {self.failures_in_a_row} trials failed, the search stops: "
+                        f"`dvc queue logs {ended[-1][1]}` says why"
+                    )
+            if timeout is not None and self.finished_trials() < trials:
+                logger.info("time budget of %g s spent: no new trial started", timeout)
+        except BaseException as error:
+            # Ctrl-C (or a failure) while trials run: those that ended are told as usual;
+            # the others are stopped and their values asked again by the next search.
+            states = queue_states(self.repo_root)
+            ended = [trial for trial in running if states.get(trial[1]) in ENDED]
+            self._abandon([trial for trial in running if trial not in ended])
+            self._tell(ended, states)
             self._end_parent_run("KILLED", None)
-            raise TrainingInterrupted(
-                f"search {self.study_name!r} interrupted after {self.finished_trials()} "
-                f"finished trials: run the same command to continue it"
-            ) from None
+            if isinstance(error, KeyboardInterrupt):
+                raise TrainingInterrupted(
+                    f"search {self.study_name!r} interrupted after {self.finished_trials()} "
+                    f"finished trials: run the same command to continue it"
+                ) from None
+            raise
         summary = self.summary()
         self._end_parent_run("FINISHED", summary.best)
         return summary
 
-    def _run_batch(self, size: int) -> None:
-        asked: list[tuple[int, str, dict[str, Any]]] = []
+    def _ask_and_queue(self) -> Asked:
+        trial = self.study.ask()
+        values = suggest(trial, self.search)
+        name = experiment_name(self.study_name, trial.number)
+        trial.set_user_attr(HOST_ATTRIBUTE, _host())
+        trial.set_user_attr("experiment", name)
         try:
-            for _ in range(size):
-                trial = self.study.ask()
-                values = suggest(trial, self.search)
-                name = experiment_name(self.study_name, trial.number)
-                trial.set_user_attr(HOST_ATTRIBUTE, _host())
-                trial.set_user_attr("experiment", name)
-                asked.append((trial.number, name, values))
-                self._queue(trial.number, name, values)
-            _start_workers(self.repo_root, self.jobs)
-            states = self._wait([name for _, name, _ in asked])
+            self._queue(trial.number, name, values)
         except BaseException:
-            # Ctrl-C (or a failure) while trials run: those that ended are told as usual;
-            # the others are stopped and their values asked again by the next search.
-            states = queue_states(self.repo_root)
-            ended = [trial for trial in asked if states.get(trial[1]) in ENDED]
-            self._abandon([trial for trial in asked if trial not in ended])
-            self._tell(ended, states)
+            self._abandon([(trial.number, name, values)])
             raise
-        self._tell(asked, states)
+        return trial.number, name, values
 
-    def _tell(self, asked: list[tuple[int, str, dict[str, Any]]], states: dict[str, str]) -> None:
+    def _tell(self, asked: list[Asked], states: dict[str, str]) -> None:
         from optuna.trial import TrialState
 
         if not asked:
@@ -380,11 +405,14 @@ class Search:
                 logger.warning(
                     "trial %s failed (%s): `dvc queue logs %s` says why",
                     name,
-                    states.get(name, "not queued"),
+                    states.get(name, "gone from the queue"),
                     name,
                 )
                 self.study.tell(number, state=TrialState.FAIL)
-            elif pruned_at is not None:
+                self.failures_in_a_row += 1
+                continue
+            self.failures_in_a_row = 0
+            if pruned_at is not None:
                 self.study.tell(number, state=TrialState.PRUNED)
                 logger.info(
                     "trial %s pruned after epoch %s: %s", name, pruned_at, describe_values(values)
@@ -420,11 +448,12 @@ class Search:
         _dvc(self.repo_root, *arguments, FINAL_STAGE)
         logger.info("queued trial %s: %s", name, describe_values(values))
 
-    def _wait(self, names: list[str]) -> dict[str, str]:
+    def _wait_for_one(self, names: list[str]) -> dict[str, str]:
+        """The queue's states once one of these experiments no longer runs."""
         while True:
             states = queue_states(self.repo_root)
-            if all(states.get(name) not in ("Queued", "Running") for name in names):
-                return {name: states.get(name, "missing") for name in names}
+            if any(states.get(name) not in ACTIVE for name in names):
+                return states
             time.sleep(POLL_SECONDS)
 
     def summary(self) -> SearchSummary:
