@@ -274,7 +274,8 @@ def test_a_tiny_search_prunes_survives_ctrl_c_and_its_best_trial_reproduces(
     }
     for trial in done:
         child = children[str(trial.number)]
-        assert child.info.run_name.startswith(f"tiny-{trial.number} learning_rate=")
+        assert child.info.run_name.startswith(f"tiny-{trial.number} ")
+        assert "learning_rate=" in child.info.run_name and "dropout_rate=" in child.info.run_name
         assert (child.data.tags.get("search.pruned") == "true") == (trial.state.name == "PRUNED")
 
     again = run_command(_tune_command(), repo)  # a finished search: nothing new trains
