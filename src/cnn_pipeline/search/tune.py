@@ -40,6 +40,7 @@ from cnn_pipeline.search.ticket import (
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 3.0  # how often `dvc queue status` is asked while trials run
+STOP_SECONDS = 120.0  # how long a stopped trial may take to end before it is killed outright
 FINAL_STAGE = "evaluate"  # trials run the pipeline up to here; report's figures are not needed
 RETRY_ATTRIBUTE = "retry_of"  # the number of the stopped trial whose values a trial tries again
 ACTIVE = ("Queued", "Running")  # queue states of an experiment that has not ended
@@ -114,6 +115,23 @@ def _start_workers(repo_root: Path, jobs: int) -> None:
     )
     if started.returncode != 0:
         raise UserError(f"`dvc queue start -j {jobs}` failed (exit {started.returncode})")
+
+
+def _stop_experiments(repo_root: Path, names: list[str]) -> None:
+    """Stop these queued experiments as Ctrl-C stops a training (`dvc queue kill` sends it
+    SIGINT), wait for them to end, and remove them from the queue."""
+    running = [name for name in names if queue_states(repo_root).get(name) == "Running"]
+    if running:
+        _dvc(repo_root, "queue", "kill", *running, check=False)
+        deadline = time.monotonic() + STOP_SECONDS
+        while time.monotonic() < deadline:
+            states = queue_states(repo_root)
+            if all(states.get(name) not in ACTIVE for name in running):
+                break
+            time.sleep(POLL_SECONDS)
+        else:
+            _dvc(repo_root, "queue", "kill", "--force", *running, check=False)
+    _dvc(repo_root, "queue", "remove", *names, check=False)
 
 
 def queue_states(repo_root: Path) -> dict[str, str]:
@@ -321,8 +339,7 @@ class Search:
 
         names = [name for _, name, _ in trials]
         if names:
-            _dvc(self.repo_root, "queue", "kill", *names, check=False)
-            _dvc(self.repo_root, "queue", "remove", *names, check=False)
+            _stop_experiments(self.repo_root, names)
         for number, name, values in trials:
             self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
             self.study.enqueue_trial(values, user_attrs={RETRY_ATTRIBUTE: number})
