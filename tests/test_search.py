@@ -142,6 +142,28 @@ def test_an_unknown_search_file_names_the_ones_there(
     assert "did you mean --search default?" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("train.learning_rate", 1e-05),  # repr '1e-05': no dot, which PyYAML would read as text
+        ("train.learning_rate", 0.0031234567),
+        ("model.filters", [16, 32]),
+        ("model.dropout_rate", 0.0),
+        ("train.batch_size", 64),
+        ("model.batch_norm", False),
+        ("train.optimizer", "sgd"),
+    ],
+)
+def test_a_trial_value_reaches_params_yaml_unchanged(key: str, value: object) -> None:
+    from cnn_pipeline.compose import compose_params, flatten
+    from cnn_pipeline.search.space import override_value
+
+    composed = yaml.safe_load(
+        compose_params(REPO_ROOT / "conf", [f"{key}={override_value(value)}"])
+    )
+    assert flatten(composed)[key] == value
+
+
 def test_a_study_resumed_with_another_space_is_refused(
     config_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
