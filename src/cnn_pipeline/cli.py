@@ -176,7 +176,7 @@ def _parser() -> argparse.ArgumentParser:
         "tune",
         help="search hyperparameters: every trial a DVC experiment and an MLflow run",
         description="Search the values of conf/search/NAME.yaml with Optuna: each trial runs the "
-        "pipeline up to evaluate as a queued DVC experiment named STUDY-N, logs a child of the "
+        "pipeline as a queued DVC experiment named STUDY-N, logs a child of the "
         "search's MLflow run, and stops early when its validation metric falls behind. Running "
         "the same command again continues the study. Prints the best trial and how to apply it.",
     )

@@ -1,5 +1,5 @@
-"""The search: Optuna asks for values, each trial runs as a queued DVC experiment (the pipeline
-up to evaluate, `-j` at a time), and its validation metric is told back to the study.
+"""The search: Optuna asks for values, each trial runs as a queued DVC experiment (the whole
+pipeline), `-j` at a time, and its validation metric is told back to the study.
 
 The study lives in a database (a SQLite file in .optuna/ by default, or a team's database),
 so that running the same command again continues it, and several machines can share it.
@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 3.0  # how often `dvc queue status` is asked while trials run
 STOP_SECONDS = 120.0  # how long a stopped trial may take to end before it is killed outright
-FINAL_STAGE = "evaluate"  # trials run the pipeline up to here; report's figures are not needed
 RETRY_ATTRIBUTE = "retry_of"  # the number of the stopped trial whose values a trial tries again
 ACTIVE = ("Queued", "Running")  # queue states of an experiment that has not ended
 ENDED = ("Success", "Failed")  # ...and of one that has
@@ -462,7 +461,10 @@ class Search:
         arguments = ["exp", "run", "--queue", "--name", name]
         for setting in settings:
             arguments += ["-S", setting]
-        _dvc(self.repo_root, *arguments, FINAL_STAGE)
+        # The whole pipeline, report included: a trial run only up to evaluate would keep the
+        # baseline's report outputs in its dvc.lock, and `dvc exp apply` of it fails on a
+        # fresh clone, whose cache never had them ("Checkout failed for ... reports/...").
+        _dvc(self.repo_root, *arguments)
         logger.info("queued trial %s: %s", name, describe_values(values))
 
     def _wait_for_one(self, names: list[str]) -> dict[str, str]:
