@@ -19,7 +19,14 @@ from cnn_pipeline import cli, paths
 from cnn_pipeline.search.space import METRICS
 from cnn_pipeline.training import HISTORY_COLUMNS
 
-from conftest import REPO_ROOT, command_environment, copy_repository, run_command
+from conftest import (
+    REPO_ROOT,
+    TrainedPipeline,
+    command_environment,
+    copy_repository,
+    copy_trained,
+    run_command,
+)
 
 # A search small enough for a test: 3 epochs of a narrow network per trial. Its learning rates
 # reach down to 1e-6, which learns nothing in 3 epochs, and a trial is pruned from its first
@@ -204,6 +211,50 @@ def test_outside_a_search_the_train_stage_finds_no_ticket_and_never_imports_optu
         check=True,
     )
     assert imported.stdout.strip() == "False"
+
+
+@pytest.mark.e2e
+def test_a_one_trial_search_is_an_experiment_and_a_child_run(
+    trained_pipeline: TrainedPipeline, tmp_path: Path
+) -> None:
+    """The shortest search there is, in `make test`: one trial of one epoch."""
+    import mlflow
+
+    repo = copy_trained(trained_pipeline, tmp_path / "repo")
+    (repo / "conf" / "search" / "tiny.yaml").write_text(yaml.safe_dump(TINY_SEARCH))
+    searched = run_command(
+        [
+            "cnn-pipeline",
+            "tune",
+            "--search",
+            "tiny",
+            "--trials",
+            "1",
+            "--name",
+            "one",
+            "train.epochs=1",
+        ],
+        repo,
+    )
+    assert "best trial: one-0" in searched.stdout
+    assert "dvc exp apply one-0 && dvc repro" in searched.stdout
+    assert "test_accuracy" in searched.stdout
+    shown = run_command(["dvc", "exp", "show", "--json"], repo).stdout
+    assert '"one-0"' in shown
+    assert not list((repo / paths.TRIAL_TICKET_DIR).glob("*.json"))
+
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name("cnn-pipeline").experiment_id
+    (parent,) = client.search_runs([experiment_id], "tags.`search.study` = 'one' and "
+                                   "attributes.run_name = 'one'")  # fmt: skip
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["space.train.learning_rate"] == "float 1e-06..0.01 log"
+    (child,) = client.search_runs(
+        [experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert child.info.run_name.startswith("one-0 ")
+    assert child.data.tags["dvc.experiment"] == "one-0"
+    assert parent.data.metrics["best_val_accuracy"] == child.data.metrics["val_accuracy"]
 
 
 def _tune_command(*arguments: str) -> list[str]:
