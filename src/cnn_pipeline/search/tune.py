@@ -240,13 +240,18 @@ class Search:
         self.failures_in_a_row = 0
 
     def _check_same_search(self) -> None:
-        described = {"metric": self.search.metric, "space": space_description(self.search)}
+        described = {
+            "metric": self.search.metric,
+            "space": space_description(self.search),
+            "overrides": self.search.overrides,  # trials of 10 epochs do not compare with 40
+        }
         recorded = self.study.user_attrs.get("search")
         if recorded is None:
             self.study.set_user_attr("search", described)
         elif recorded != described:
             raise UserError(
-                f"study {self.study_name!r} searched another space or metric ({recorded}): "
+                f"study {self.study_name!r} searched another space, metric or overrides "
+                f"({recorded}): "
                 "give another --name for this search, or restore the search file"
             )
 
