@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -147,6 +148,32 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help=f"(default: the repository's {paths.PARAMS_FILE}, for mlflow.registered_model_name)",
     )
+
+    tune = commands.add_parser(
+        "tune",
+        help="search hyperparameters: every trial a DVC experiment and an MLflow run",
+        description="Search the values of conf/search/NAME.yaml with Optuna: each trial runs the "
+        "pipeline as a queued DVC experiment named STUDY-N, logs a child of the "
+        "search's MLflow run, and stops early when its validation metric falls behind. Running "
+        "the same command again continues the study. Prints the best trial and how to apply it.",
+    )
+    tune.add_argument("overrides", nargs="*", help="Hydra overrides every trial starts from, "
+                      "after the search file's, e.g. train.epochs=5")  # fmt: skip
+    tune.add_argument(
+        "--search", default="default", help="conf/search/NAME.yaml (default: %(default)s)"
+    )
+    tune.add_argument("--trials", type=int, help="trials to finish (default: the search file's)")
+    tune.add_argument("--timeout", type=float, help="seconds after which no new trial starts")
+    tune.add_argument("-j", "--jobs", type=int, default=1, help="trials run at once (default: 1)")
+    tune.add_argument("--name", help="the study, also the prefix of its experiments "
+                      "(default: the search file's name)")  # fmt: skip
+    tune.add_argument(
+        "--storage",
+        help="the study's database URL, shared by several machines, e.g. "
+        "postgresql://USER@HOST/DB (default: $CNN_PIPELINE_SEARCH_STORAGE, else "
+        f"sqlite:///{paths.SEARCH_DB_FILE} in the repository)",
+    )
+    tune.add_argument("--no-pruning", action="store_true", help="train every trial to the end")
 
     predict = commands.add_parser(
         "predict",
@@ -325,6 +352,39 @@ def _serve(arguments: argparse.Namespace) -> int:
     return 0  # not reached: execv does not return
 
 
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")  # it starts DVC experiment names
+
+
+def _tune(arguments: argparse.Namespace) -> None:
+    from cnn_pipeline.compose import find_repository_root
+    from cnn_pipeline.search import space
+
+    root = find_repository_root(Path.cwd())
+    search = space.load_search(root / paths.CONFIG_DIR, arguments.search)
+    search = search.model_copy(update={"overrides": [*search.overrides, *arguments.overrides]})
+    if arguments.no_pruning:
+        pruner = search.pruner.model_copy(update={"enabled": False})
+        search = search.model_copy(update={"pruner": pruner})
+    trials = search.trials if arguments.trials is None else arguments.trials
+    timeout = search.timeout if arguments.timeout is None else arguments.timeout
+    if arguments.jobs < 1:
+        raise UserError(f"-j {arguments.jobs} runs no trial: give 1 or more")
+    study = arguments.name or arguments.search
+    if not STUDY_NAME.fullmatch(study):
+        raise UserError(
+            f"--name {study!r} cannot start a DVC experiment's name: use letters, digits, - and _"
+        )
+    space.check_search(search, root / paths.CONFIG_DIR, trials, timeout)
+    mlflow_config = config.mlflow_config(config.read_params(root / paths.PARAMS_FILE))
+    from cnn_pipeline.search import tune
+
+    storage = tune.storage_url(root, arguments.storage)
+    runner = tune.Search(
+        root, search, study, storage, arguments.jobs, mlflow_config.experiment_name
+    )
+    tune.print_summary(runner.run(trials, timeout), search.metric)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     logging.basicConfig(
@@ -367,6 +427,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _predict(arguments)
         elif arguments.command == "serve":
             return _serve(arguments)
+
+        elif arguments.command == "tune":
+            _tune(arguments)
         else:
             stage, _ = STAGES[arguments.command]
             stage(config.read_params(arguments.params), Path.cwd())

@@ -48,3 +48,9 @@ CALIBRATION_PNG = Path("reports/calibration.png")
 
 MLFLOW_DB_FILE = Path("mlflow.db")  # `mlflow ui` in the repository root opens this by default
 MLFLOW_ARTIFACT_DIR = Path("mlartifacts")
+
+# `cnn-pipeline tune`: its Optuna study (a SQLite file unless a database is named) and, for each
+# queued trial, the ticket its train stage reads to report to the study (search/ticket.py).
+SEARCH_DIR = Path(".optuna")
+SEARCH_DB_FILE = SEARCH_DIR / "search.db"
+TRIAL_TICKET_DIR = SEARCH_DIR / "trials"

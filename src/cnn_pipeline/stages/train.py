@@ -26,6 +26,7 @@ from cnn_pipeline import config, models, paths
 from cnn_pipeline.atomic import atomic_path, write_json
 from cnn_pipeline.compose import committed_params, default_params, describe_changes
 from cnn_pipeline.errors import TrainingInterrupted
+from cnn_pipeline.search.ticket import read_ticket
 
 if TYPE_CHECKING:
     import keras
@@ -114,6 +115,8 @@ def train(settings: TrainSettings, workdir: Path, resumable: bool = True) -> Tra
 
     context = store.TrackingContext.from_environment(workdir)
     experiment_id = store.open_experiment(context, settings.mlflow.experiment_name)
+    # A trial of `cnn-pipeline tune` reports every epoch to its search, which may stop it.
+    ticket = read_ticket(context.repo_root, context.dvc_experiment)
     prepared_dir = workdir / paths.PREPARED_DIR
     info = load_info(prepared_dir)
     splits = {name: load_split(prepared_dir, name) for name in ("train", "validation", "test")}
@@ -170,6 +173,10 @@ def train(settings: TrainSettings, workdir: Path, resumable: bool = True) -> Tra
             keras.callbacks.ModelCheckpoint(str(state.checkpoint_dir / CHECKPOINT_NAME)),
             MlflowEpochLogger(run.run_id, records),
         ]
+        if ticket is not None:  # after the epoch's records and backup
+            from cnn_pipeline.search.pruning import TrialReporter
+
+            epoch_end_writes.append(TrialReporter(ticket))
         try:
             result = train_model(
                 splits["train"],
