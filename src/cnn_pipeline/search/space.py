@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cnn_pipeline import paths
 from cnn_pipeline.compose import check_composed, compose_params, flatten
+from cnn_pipeline.config import load_yaml
 from cnn_pipeline.errors import UserError, nearest, nearest_key_hint
 
 SEARCH_GROUP = "search"  # conf/search/NAME.yaml
@@ -88,7 +89,7 @@ def load_search(config_dir: Path, name: str) -> SearchConfig:
         match = nearest(name, known)
         hint = f"did you mean --search {match}? " if match else ""
         raise UserError(f"--search {name}: there is no {shown}: {hint}choose one of {known}")
-    raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    raw = load_yaml(file.read_text(encoding="utf-8"))  # 1e-4 is a number, as in params.yaml
     try:
         return SearchConfig.model_validate(raw)
     except ValidationError as error:
@@ -96,8 +97,6 @@ def load_search(config_dir: Path, name: str) -> SearchConfig:
         where = ".".join(str(part) for part in problem["loc"] if part not in _UNION_TAGS)
         value = problem.get("input")
         hint = ""
-        if isinstance(value, str) and _looks_like_float(value):
-            hint = f" (YAML reads {value} as text: write it with a dot, e.g. 1.0e-4)"
         if problem["type"] == "extra_forbidden":
             parent = where.rpartition(".")[0]
             known = _known_fields(parent)
@@ -116,14 +115,6 @@ def _known_fields(parent: str) -> list[str]:
     elif parent:
         return []
     return list(model.model_fields)
-
-
-def _looks_like_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def override_value(value: Any) -> str:
