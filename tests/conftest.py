@@ -75,24 +75,24 @@ def run_command(
     return result
 
 
+def _real_dataset(folder: Path, name: str, variable: str) -> Path:
+    """The folder of a dataset's four real .gz files, or a skip that says where to get them."""
+    if not (folder / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(
+            f"real {name} not found at {folder} (see ../shared/datasets/{folder.name}/README.md, "
+            f"or set {variable})"
+        )
+    return folder
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(
-            f"real MNIST not found at {MNIST_DIR} (see ../shared/datasets/mnist/README.md, "
-            f"or set {MNIST_DIR_VARIABLE})"
-        )
-    return MNIST_DIR
+    return _real_dataset(MNIST_DIR, "MNIST", MNIST_DIR_VARIABLE)
 
 
 @pytest.fixture(scope="session")
 def fashion_mnist_dir() -> Path:
-    if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(
-            f"real Fashion-MNIST not found at {FASHION_MNIST_DIR} (see "
-            f"../shared/datasets/fashion_mnist/README.md, or set {FASHION_MNIST_DIR_VARIABLE})"
-        )
-    return FASHION_MNIST_DIR
+    return _real_dataset(FASHION_MNIST_DIR, "Fashion-MNIST", FASHION_MNIST_DIR_VARIABLE)
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
