@@ -67,9 +67,10 @@ def most_confused_with(
 
 
 def describe_confusion(confusions: list[Confusion], class_names: tuple[str, ...]) -> str:
-    """ "taken for T-shirt/top (10%), Pullover (7%)", or "never mistaken"."""
+    """ "taken for T-shirt/top (10%), Pullover (7%)", or "none of its images misread" (its F1
+    can still be below 1: other classes' images taken for it)."""
     if not confusions:
-        return "never mistaken"
+        return "none of its images misread"
     # One decimal: a handful of images out of a thousand is 0.5%, not "0%".
     parts = [f"{class_names[item.predicted_class]} ({item.share:.1%})" for item in confusions]
     return f"taken for {', '.join(parts)}"
