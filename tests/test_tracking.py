@@ -234,3 +234,23 @@ def test_only_sources_count_as_workspace_changes(tmp_path: Path) -> None:
         "params.yaml",
         "src/cnn_pipeline/training.py",
     )
+
+
+def test_a_refused_connection_is_not_read_as_refused_credentials_whatever_the_port() -> None:
+    """A free port such as 40169 holds the digits 401: only the status code 401 means that
+    the server refused the credentials."""
+    context = store.TrackingContext(
+        Path("."), "http://127.0.0.1:40169", None, None, uses_default_store=False
+    )
+    refused = ConnectionError(
+        "API request to http://127.0.0.1:40169/api/2.0/mlflow/experiments/get-by-name failed: "
+        "Max retries exceeded (Caused by NewConnectionError: Connection refused)"
+    )
+    assert store.store_problem(context, refused).startswith(
+        "MLflow cannot record the run in http://127.0.0.1:40169"
+    )
+    unauthorized = ConnectionError(
+        "API request to endpoint /api/2.0/mlflow/experiments/get-by-name failed with error "
+        "code 401 != 200. Response body: 'You are not authenticated.'"
+    )
+    assert "refused the credentials" in store.store_problem(context, unauthorized)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -190,7 +191,13 @@ def store_problem(context: TrackingContext, error: BaseException) -> str:
     """One line: what went wrong with the store, and what to do."""
     message = first_line(error)
     if not context.uses_default_store:
-        if "401" in message or "Unauthorized" in message or "credentials" in message.lower():
+        # The status code 401, not the digits of a port such as 40169 in the server's address.
+        status = re.sub(r"https?://\S+", "", message)
+        if (
+            re.search(r"\b401\b", status)
+            or "Unauthorized" in message
+            or "credentials" in status.lower()
+        ):
             return (
                 f"the MLflow server at {context.tracking_uri} refused the credentials "
                 f"(MLFLOW_TRACKING_USERNAME={os.environ.get('MLFLOW_TRACKING_USERNAME', '')!r}): "
