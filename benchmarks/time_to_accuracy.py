@@ -19,7 +19,9 @@ data loading and the per-epoch test evaluation are reported apart). Each arm run
 process, so peak memory is its own. `--seeds N` runs arm (a) then arm (b) with seed 1, then
 both with seed 2, up to N (the seed sets weights, dropout and shuffling), and reports each
 arm's median and range, and the ratio of the medians: keras-io's epoch count to 99% depends
-on its random start. Real MNIST is read from ../shared/datasets/mnist, or from
+on its random start. A seed that never reaches the target bounds its arm's median (keras-io's
+from below by its whole training time, the preset's from above), so the ratio is then printed
+as "at least": on Fashion-MNIST, keras-io's convnet stays below 93%. Real MNIST is read from ../shared/datasets/mnist, or from
 $CNN_PIPELINE_MNIST_DIR; Fashion-MNIST from ../shared/datasets/fashion_mnist, or from
 $CNN_PIPELINE_FASHION_MNIST_DIR.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -252,21 +255,36 @@ def _median_and_range(values: list[float], unit: str = "") -> str:
     return f"{statistics.median(values):.4g}{unit} ({low:.4g}-{high:.4g}{unit})"
 
 
-def _report(name: str, runs: list[dict[str, Any]], target: float) -> float | None:
-    """Print one arm's figures over the seeds; return its median time to the target, or None
-    when a seed never reached it (a median that leaves out the slowest runs would flatter)."""
+def _median_time_bounds(runs: list[dict[str, Any]]) -> tuple[float, float]:
+    """The median time to the target over the seeds, as (at least, at most) seconds.
+
+    A seed that never reached the target would have needed more than its whole training time:
+    counted as that time, the median is a lower bound; counted as never, an upper bound. When
+    every seed reached the target, both are the median itself."""
+    at_least = [run["seconds_to_target"] or run["training_seconds"] for run in runs]
+    at_most = [run["seconds_to_target"] or math.inf for run in runs]
+    return float(statistics.median(at_least)), float(statistics.median(at_most))
+
+
+def _report(name: str, runs: list[dict[str, Any]], target: float) -> tuple[float, float]:
+    """Print one arm's figures over the seeds; return its median time to the target's bounds."""
     reached = [run for run in runs if run["seconds_to_target"] is not None]
     line = f"{name}: reached {target:.1%} with {len(reached)} of {len(runs)} seeds"
     if reached:
         seconds = _median_and_range([run["seconds_to_target"] for run in reached], " s")
         epochs = _median_and_range([run["epoch_of_target"] for run in reached])
-        line += f"; median time to it {seconds}, at epoch {epochs}"
+        line += f" (time to it {seconds}, at epoch {epochs})"
+    at_least, at_most = _median_time_bounds(runs)
+    if at_least == at_most:
+        line += f"; median time to it {at_least:.4g} s"
+    elif math.isinf(at_most):
+        line += f"; median time to it more than {at_least:.4g} s (its training time)"
+    else:
+        line += f"; median time to it {at_least:.4g}-{at_most:.4g} s"
     accuracies = _median_and_range([run["final_test_accuracy"] * 100 for run in runs], "%")
     rates = _median_and_range([run["images_per_second"] for run in runs])
     print(f"{line}; final test accuracy {accuracies}; {rates} images/s", flush=True)
-    if len(reached) < len(runs):
-        return None
-    return float(statistics.median(run["seconds_to_target"] for run in runs))
+    return at_least, at_most
 
 
 def main() -> None:
@@ -330,16 +348,27 @@ def main() -> None:
             runs[name].append(run)
             print(f"seed {seed} {name}: " + json.dumps(run), flush=True)
     target = benchmark.target
-    keras_io, project = (_report(name, arm_runs, target) for name, arm_runs in runs.items())
-    if keras_io is None or project is None:
-        print(f"an arm did not reach {target:.1%} with every seed: no ratio")
+    (keras_io, keras_io_most), (project_least, project) = (
+        _report(name, arm_runs, target) for name, arm_runs in runs.items()
+    )
+    if math.isinf(project):
+        print(f"(b) did not reach {target:.1%} with most seeds: no ratio")
         return
-    per_seed = [
-        a["seconds_to_target"] / b["seconds_to_target"] for a, b in zip(*runs.values(), strict=True)
-    ]
+    if keras_io == keras_io_most and project == project_least:
+        per_seed = [
+            a["seconds_to_target"] / b["seconds_to_target"]
+            for a, b in zip(*runs.values(), strict=True)
+        ]
+        print(
+            f"time to {target:.1%}, ratio of the medians (a)/(b): {keras_io / project:.2f}x "
+            f"(per seed: {', '.join(f'{ratio:.2f}x' for ratio in per_seed)})"
+        )
+        return
+    # A seed that never reached the target: (a)'s median can only be longer, (b)'s shorter.
     print(
-        f"time to {target:.1%}, ratio of the medians (a)/(b): {keras_io / project:.2f}x "
-        f"(per seed: {', '.join(f'{ratio:.2f}x' for ratio in per_seed)})"
+        f"time to {target:.1%}, ratio of the medians (a)/(b): at least {keras_io / project:.2f}x "
+        "(a seed that never reached it counted as reaching it at its last epoch for (a), "
+        "never for (b))"
     )
 
 
