@@ -45,7 +45,8 @@ pipeline: setup  ## Run the whole pipeline on the default config (digits, offlin
 
 # The test modules run in parallel, one process per CPU core (pytest-xdist), each module
 # whole in one process: its fixtures (a trained pipeline, a server) are built once.
-PYTEST_PARALLEL := -n auto --dist loadfile
+# --durations lists the slowest tests at the end: what to mark `slow` when `make test` grows.
+PYTEST_PARALLEL := -n auto --dist loadfile --durations=15
 
 test: setup lint  ## Fast and end-to-end tests (skips the minutes-long `slow` ones).
 	pytest -m "not slow" $(PYTEST_PARALLEL)
