@@ -137,6 +137,19 @@ def test_a_misspelt_setting_is_named_and_a_float_is_read_as_people_write_it(
     )  # PyYAML alone reads `1e-6` as text
 
 
+def test_a_hand_edit_every_trial_would_drop_is_refused_with_the_override_that_keeps_it(
+    config_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = yaml.safe_load((config_repo / "params.yaml").read_text())
+    params["mlflow"]["experiment_name"] = "mine"  # an edit conf/ knows nothing of
+    params["train"]["learning_rate"] = 0.5  # a searched key: every trial sets it anyway
+    (config_repo / "params.yaml").write_text(yaml.safe_dump(params))
+    line = _error_line(config_repo, capsys, TINY_SEARCH)
+    assert "params.yaml holds mlflow.experiment_name=mine, which conf/ does not" in line
+    assert "learning_rate" not in line
+    assert "cnn-pipeline params --reset" in line
+
+
 def test_a_choice_the_pipeline_would_refuse_fails_before_training(
     config_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -214,6 +227,21 @@ def test_outside_a_search_the_train_stage_finds_no_ticket_and_never_imports_optu
         check=True,
     )
     assert imported.stdout.strip() == "False"
+
+
+def test_a_best_trial_of_another_machine_says_how_to_fetch_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from cnn_pipeline.search.tune import SearchSummary, TrialOutcome, print_summary
+
+    values = {"train.learning_rate": 0.001}
+    mine = TrialOutcome(0, "lr-0", "COMPLETE", values, 0.90, 3, {"test_accuracy": 0.89})
+    theirs = TrialOutcome(1, "lr-1", "COMPLETE", values, 0.95, 3, here=False)
+    print_summary(SearchSummary("lr", [mine, theirs], theirs, None), "val_accuracy")
+    printed = capsys.readouterr().out
+    assert "lr-1 " in printed and "(another machine)" in printed
+    assert "dvc exp pull origin lr-1 && dvc exp apply lr-1 && dvc repro" in printed
+    assert "to use it: dvc exp apply lr-1" not in printed
 
 
 @pytest.mark.e2e

@@ -375,6 +375,7 @@ def _tune(arguments: argparse.Namespace) -> None:
             f"--name {study!r} cannot start a DVC experiment's name: use letters, digits, - and _"
         )
     space.check_search(search, root / paths.CONFIG_DIR, trials, timeout)
+    space.check_kept_edits(search, root)
     mlflow_config = config.mlflow_config(config.read_params(root / paths.PARAMS_FILE))
     from cnn_pipeline.search import tune
 

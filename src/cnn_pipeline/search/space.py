@@ -126,6 +126,27 @@ def override_value(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
+def check_kept_edits(search: SearchConfig, repo_root: Path) -> None:
+    """Every trial is a `dvc exp run`, which recomposes params.yaml from conf/ with the trial's
+    overrides: a value edited into params.yaml by hand, that neither conf/ nor the search sets,
+    would be dropped by every trial. Refused before anything is queued, naming the overrides
+    that keep it (the same rule as for `dvc exp run`, cnn_pipeline.hand_edits)."""
+    from cnn_pipeline.hand_edits import kept_edits
+
+    params_file = repo_root / paths.PARAMS_FILE
+    current = flatten(load_yaml(params_file.read_text(encoding="utf-8")))
+    # The searched keys are named by every trial: their params.yaml values are not lost.
+    searched = [f"{key}={override_value(current[key])}" for key in search.space if key in current]
+    kept = kept_edits(repo_root / paths.CONFIG_DIR, params_file, [*search.overrides, *searched])
+    if kept.lost:
+        raise UserError(
+            f"params.yaml holds {' '.join(kept.overrides)}, which conf/ does not, and every "
+            "trial recomposes params.yaml from conf/ with the searched values only: add "
+            f"{' '.join(kept.overrides)} to the command (or to the search file's overrides) to "
+            "keep them, or run `cnn-pipeline params --reset` first to drop them"
+        )
+
+
 def check_search(
     search: SearchConfig, config_dir: Path, trials: int, timeout: float | None
 ) -> None:

@@ -67,6 +67,7 @@ class TrialOutcome:
     value: float | None
     epochs: int | None
     test_metrics: dict[str, float] = field(default_factory=dict)
+    here: bool = True  # its experiment is in this repository (not run by another machine)
 
 
 @dataclass(frozen=True)
@@ -489,7 +490,24 @@ class Search:
             if trial.state == TrialState.RUNNING or trial.state == TrialState.WAITING:
                 continue
             name = experiment_name(self.study_name, trial.number)
-            metrics = results.get(name, {})
+            metrics = results.get(name)
+            if metrics is None:  # another machine's trial (a shared study): what the study holds
+                reported = trial.intermediate_values
+                last_epoch = max(reported, default=None)
+                value = trial.value  # a pruned trial was told none: its last reported value
+                if value is None and last_epoch is not None:
+                    value = reported[last_epoch]
+                outcome = TrialOutcome(
+                    number=trial.number,
+                    experiment=name,
+                    state=trial.state.name,
+                    values=dict(trial.params),
+                    value=value,
+                    epochs=last_epoch,
+                    here=False,
+                )
+                outcomes.append(outcome)
+                continue
             train_metrics = metrics.get(str(paths.TRAIN_METRICS_FILE), {})
             test_metrics = metrics.get(str(paths.TEST_METRICS_FILE), {})
             outcomes.append(
@@ -518,9 +536,10 @@ def print_summary(summary: SearchSummary, metric: str) -> None:
     for outcome in summary.trials:
         value = "-" if outcome.value is None else f"{outcome.value:.4f}"
         epochs = "-" if outcome.epochs is None else str(outcome.epochs)
+        elsewhere = "" if outcome.here else "  (another machine)"
         print(
             f"  {outcome.experiment:<24} {outcome.state:<9} {metric} {value:<7} epochs {epochs:<3} "
-            f"{describe_values(outcome.values)}"
+            f"{describe_values(outcome.values)}{elsewhere}"
         )
     best = summary.best
     if best is None:
@@ -534,4 +553,12 @@ def print_summary(summary: SearchSummary, metric: str) -> None:
         print(f"  its test metrics (evaluate ran in its experiment): {tested}")
     if summary.parent_run_id:
         print(f"  MLflow: the search's run {summary.parent_run_id} holds every trial's run")
+    if not best.here:
+        print(
+            "  it ran on another machine sharing the study: that machine shares it with "
+            f"`dvc exp push origin {best.experiment}`, then here: "
+            f"dvc exp pull origin {best.experiment} && dvc exp apply {best.experiment} && "
+            "dvc repro"
+        )
+        return
     print(f"to use it: dvc exp apply {best.experiment} && dvc repro")
