@@ -7,7 +7,8 @@
 everything they keep under one folder (`--data`):
 
 - PostgreSQL (Debian's `postgresql` package, or any `initdb`/`pg_ctl` on PATH): MLflow's
-  backend store, in DATA/postgres. PostgreSQL refuses to run as root, so as root it runs as
+  backend store, and the database `optuna` where `cnn-pipeline tune` keeps a search that
+  several machines share, in DATA/postgres. PostgreSQL refuses to run as root, so as root it runs as
   the `postgres` user the package creates.
 - moto in server mode: an S3 stand-in holding the bucket `mlflow` (in memory: the artifacts
   are gone once it stops; a real team uses a real S3 bucket).
@@ -32,9 +33,12 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from cnn_pipeline.search.storage import STORAGE_VARIABLE as SEARCH_STORAGE_VARIABLE
+
 from team_services import (
     DATABASE,
     DATABASE_USER,
+    SEARCH_DATABASE,
     TeamServerError,
     free_port,
     postgres_os_user,
@@ -80,6 +84,14 @@ class TeamServer:
         return f"postgresql+psycopg2://{DATABASE_USER}@127.0.0.1:{self.postgres_port}/{DATABASE}"
 
     @property
+    def search_storage_url(self) -> str:
+        """Where the searches of every teammate's `cnn-pipeline tune` share their studies."""
+        return (
+            f"postgresql+psycopg2://{DATABASE_USER}@127.0.0.1:{self.postgres_port}/"
+            f"{SEARCH_DATABASE}"
+        )
+
+    @property
     def s3_endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.s3_port}"
 
@@ -88,8 +100,11 @@ class TeamServer:
         return f"s3://{BUCKET}/artifacts"
 
     def client_environment(self) -> dict[str, str]:
-        """What an MLflow client sets to log here."""
-        environment = {"MLFLOW_TRACKING_URI": self.tracking_uri}
+        """What a client sets to log here, and to share hyperparameter searches."""
+        environment = {
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            SEARCH_STORAGE_VARIABLE: self.search_storage_url,
+        }
         if self.admin_password:
             environment["MLFLOW_TRACKING_USERNAME"] = ADMIN_USER
             environment["MLFLOW_TRACKING_PASSWORD"] = self.admin_password

@@ -1,8 +1,8 @@
-"""What the trial team server (team_server.py) runs on: PostgreSQL, MLflow's backend store,
-in one cluster folder on 127.0.0.1, started and stopped with its own tools (initdb, pg_ctl,
-createdb from Debian's `postgresql` package or PATH; as root it runs as the `postgres` user
-the package creates, since PostgreSQL refuses root), and starting, waiting for and stopping
-the server processes.
+"""What the trial team server (team_server.py) runs on: PostgreSQL, MLflow's backend store and
+the database of shared hyperparameter searches, in one cluster folder on 127.0.0.1, started and
+stopped with its own tools (initdb, pg_ctl, createdb from Debian's `postgresql` package or
+PATH; as root it runs as the `postgres` user the package creates, since PostgreSQL refuses
+root), and starting, waiting for and stopping the server processes.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 DATABASE = "mlflow"
 DATABASE_USER = "mlflow"
+SEARCH_DATABASE = "optuna"  # the studies of `cnn-pipeline tune` that several machines share
 
 
 class TeamServerError(Exception):
@@ -121,20 +122,25 @@ def start_postgres(data_dir: Path, port: int, os_user: str | None) -> None:
         ],
         os_user,
     )
-    if fresh:
-        _run_postgres_tool(
-            [
-                str(bin_dir / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-U",
-                DATABASE_USER,
-                DATABASE,
-            ],
-            os_user,
-        )
+    # A cluster made before searches were shared lacks their database: created on its start.
+    for database in (DATABASE, SEARCH_DATABASE) if fresh else (SEARCH_DATABASE,):
+        try:
+            _run_postgres_tool(
+                [
+                    str(bin_dir / "createdb"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                    "-U",
+                    DATABASE_USER,
+                    database,
+                ],
+                os_user,
+            )
+        except TeamServerError as error:
+            if "already exists" not in str(error):
+                raise
 
 
 def stop_postgres(data_dir: Path, os_user: str | None) -> None:

@@ -479,6 +479,71 @@ def test_experiments_from_two_machines_meet_in_a_third(
     assert {run.data.tags.get("dvc.experiment") for run in runs} >= set(names)
 
 
+@pytest.mark.slow
+def test_two_machines_share_one_search_through_the_server(
+    server: team_server.TeamServer,
+    team_repo: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two clones (two machines) run `cnn-pipeline tune` on one study in the server's
+    PostgreSQL: trials are numbered across both, none is run twice, each is an experiment of
+    the clone that ran it, and the server's MLflow shows them under one search run."""
+    import optuna
+    from test_search import TINY_SEARCH
+
+    client = mlflow_client(server, monkeypatch)
+    experiment_id = server_experiment(client, "team-search")
+    clones = [
+        copy_trained(team_repo, tmp_path / f"machine{index}", mlflow__experiment_name="team-search")
+        for index in range(2)
+    ]
+    for clone in clones:
+        (clone / "conf" / "search" / "tiny.yaml").write_text(yaml.safe_dump(TINY_SEARCH))
+    command = ["cnn-pipeline", "tune", "--search", "tiny", "--name", "shared", "--trials", "3"]
+    # The clones' params.yaml name their MLflow experiment by hand: the search must keep it.
+    command += ["train.epochs=1", "mlflow.experiment_name=team-search"]
+
+    def start(clone: Path) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            command,
+            cwd=clone,
+            env=command_environment(**client_env(server)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    first = start(clones[0])
+    deadline = time.monotonic() + 300
+    while not list((clones[0] / ".optuna" / "trials").glob("*.json")):  # its first trial queued
+        assert first.poll() is None, first.communicate()[0][-3000:]
+        assert time.monotonic() < deadline, "the first machine queued no trial"
+        time.sleep(1)
+    second = start(clones[1])
+    outputs = [process.communicate(timeout=900)[0] for process in (first, second)]
+    for process, output in zip((first, second), outputs, strict=True):
+        assert process.returncode == 0, output[-3000:]
+
+    study = optuna.load_study(study_name="shared", storage=server.search_storage_url)
+    finished = [trial for trial in study.trials if trial.state.is_finished()]
+    assert len(finished) >= 3
+    ran_in = [
+        set(run_command(["dvc", "exp", "ls", "--name-only"], clone).stdout.split())
+        for clone in clones
+    ]
+    assert all(ran_in), f"each machine ran a trial: {ran_in}"
+    assert not ran_in[0] & ran_in[1], f"a trial ran on both machines: {ran_in}"
+    assert ran_in[0] | ran_in[1] == {f"shared-{trial.number}" for trial in finished}
+    assert "(another machine)" in outputs[0] + outputs[1]
+
+    (parent,) = client.search_runs([experiment_id], "attributes.run_name = 'shared'")
+    children = client.search_runs(
+        [experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    )
+    assert {run.data.tags["dvc.experiment"] for run in children} == ran_in[0] | ran_in[1]
+
+
 def test_team_server_script_stops_what_it_started(tmp_path: Path) -> None:
     """`stop` without a server started says so in one line."""
     result = subprocess.run(
