@@ -8,8 +8,8 @@ everything they keep under one folder (`--data`):
 
 - PostgreSQL (Debian's `postgresql` package, or any `initdb`/`pg_ctl` on PATH): MLflow's
   backend store, and the database `optuna` where `cnn-pipeline tune` keeps a search that
-  several machines share, in DATA/postgres. PostgreSQL refuses to run as root, so as root it runs as
-  the `postgres` user the package creates.
+  several machines share, in DATA/postgres. PostgreSQL refuses to run as root, so as root it
+  runs as the `postgres` user the package creates.
 - moto in server mode: an S3 stand-in holding the bucket `mlflow` (in memory: the artifacts
   are gone once it stops; a real team uses a real S3 bucket).
 - `mlflow server --backend-store-uri postgresql+psycopg2://... --artifacts-destination
@@ -79,17 +79,17 @@ class TeamServer:
     def tracking_uri(self) -> str:
         return f"http://127.0.0.1:{self.mlflow_port}"
 
+    def database_url(self, database: str) -> str:
+        return f"postgresql+psycopg2://{DATABASE_USER}@127.0.0.1:{self.postgres_port}/{database}"
+
     @property
     def backend_store_uri(self) -> str:
-        return f"postgresql+psycopg2://{DATABASE_USER}@127.0.0.1:{self.postgres_port}/{DATABASE}"
+        return self.database_url(DATABASE)
 
     @property
     def search_storage_url(self) -> str:
         """Where the searches of every teammate's `cnn-pipeline tune` share their studies."""
-        return (
-            f"postgresql+psycopg2://{DATABASE_USER}@127.0.0.1:{self.postgres_port}/"
-            f"{SEARCH_DATABASE}"
-        )
+        return self.database_url(SEARCH_DATABASE)
 
     @property
     def s3_endpoint_url(self) -> str:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cnn_pipeline import paths
 from cnn_pipeline.compose import check_composed, compose_params, flatten
-from cnn_pipeline.config import load_yaml
+from cnn_pipeline.config import load_yaml, read_params
 from cnn_pipeline.errors import UserError, nearest, nearest_key_hint
 
 SEARCH_GROUP = "search"  # conf/search/NAME.yaml
@@ -131,19 +131,21 @@ def check_kept_edits(search: SearchConfig, repo_root: Path) -> None:
     overrides: a value edited into params.yaml by hand, that neither conf/ nor the search sets,
     would be dropped by every trial. Refused before anything is queued, naming the overrides
     that keep it (the same rule as for `dvc exp run`, cnn_pipeline.hand_edits)."""
-    from cnn_pipeline.hand_edits import kept_edits
+    from cnn_pipeline.hand_edits import overrides_that_keep
 
-    params_file = repo_root / paths.PARAMS_FILE
-    current = flatten(load_yaml(params_file.read_text(encoding="utf-8")))
+    current = read_params(repo_root / paths.PARAMS_FILE)
+    flat = flatten(current)
     # The searched keys are named by every trial: their params.yaml values are not lost.
-    searched = [f"{key}={override_value(current[key])}" for key in search.space if key in current]
-    kept = kept_edits(repo_root / paths.CONFIG_DIR, params_file, [*search.overrides, *searched])
+    searched = [f"{key}={override_value(flat[key])}" for key in search.space if key in flat]
+    config_dir = repo_root / paths.CONFIG_DIR
+    kept = overrides_that_keep(config_dir, current, [*search.overrides, *searched])
     if kept.lost:
+        keep = " ".join(kept.overrides)
         raise UserError(
-            f"params.yaml holds {' '.join(kept.overrides)}, which conf/ does not, and every "
-            "trial recomposes params.yaml from conf/ with the searched values only: add "
-            f"{' '.join(kept.overrides)} to the command (or to the search file's overrides) to "
-            "keep them, or run `cnn-pipeline params --reset` first to drop them"
+            f"params.yaml holds {keep}, which conf/ does not, and every trial recomposes "
+            f"params.yaml from conf/ with the searched values only: add {keep} to the command "
+            "(or to the search file's overrides) to keep them, or run `cnn-pipeline params "
+            "--reset` first to drop them"
         )
 
 

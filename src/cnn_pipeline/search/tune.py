@@ -493,34 +493,26 @@ class Search:
             metrics = results.get(name)
             if metrics is None:  # another machine's trial (a shared study): what the study holds
                 reported = trial.intermediate_values
-                last_epoch = max(reported, default=None)
+                epochs = max(reported, default=None)
                 value = trial.value  # a pruned trial was told none: its last reported value
-                if value is None and last_epoch is not None:
-                    value = reported[last_epoch]
-                outcome = TrialOutcome(
-                    number=trial.number,
-                    experiment=name,
-                    state=trial.state.name,
-                    values=dict(trial.params),
-                    value=value,
-                    epochs=last_epoch,
-                    here=False,
-                )
-                outcomes.append(outcome)
-                continue
-            train_metrics = metrics.get(str(paths.TRAIN_METRICS_FILE), {})
-            test_metrics = metrics.get(str(paths.TEST_METRICS_FILE), {})
+                if value is None and epochs is not None:
+                    value = reported[epochs]
+                tested: dict[str, float] = {}
+            else:
+                train_metrics = metrics.get(str(paths.TRAIN_METRICS_FILE), {})
+                value, epochs = train_metrics.get(self.search.metric), train_metrics.get("epochs")
+                test_metrics = metrics.get(str(paths.TEST_METRICS_FILE), {}).items()
+                tested = {k: float(v) for k, v in test_metrics if isinstance(v, int | float)}
             outcomes.append(
                 TrialOutcome(
                     number=trial.number,
                     experiment=name,
                     state=trial.state.name,
                     values=dict(trial.params),
-                    value=train_metrics.get(self.search.metric),
-                    epochs=train_metrics.get("epochs"),
-                    test_metrics={
-                        k: float(v) for k, v in test_metrics.items() if isinstance(v, int | float)
-                    },
+                    value=value,
+                    epochs=epochs,
+                    test_metrics=tested,
+                    here=metrics is not None,
                 )
             )
         completed = [outcome for outcome in outcomes if outcome.state == "COMPLETE"]
